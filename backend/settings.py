@@ -1,0 +1,73 @@
+"""Node settings, read from the environment and `.env`.
+
+The only module-level singleton of the project: everything else is built in the
+app's lifespan from a `Settings` instance, so tests can make as many as they like.
+"""
+
+import os
+import socket
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DatabaseMode = Literal["postgres", "supabase"]
+
+
+def _default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    node_id: str = Field(default_factory=_default_node_id, min_length=1, max_length=64)
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+
+    database_url: SecretStr | None = None
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+    db_statement_cache_size: int | None = Field(
+        default=None, ge=0, description="None: 0 behind a transaction pooler (port 6543), else 100"
+    )
+    db_command_timeout: float = Field(default=10.0, gt=0)
+
+    supabase_url: str | None = None
+    supabase_service_role_key: SecretStr | None = None
+    supabase_timeout: float = Field(default=10.0, gt=0)
+
+    redis_url: str | None = None
+    channel_prefix: str = Field(default="", max_length=64)
+
+    hold_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    fee_rate: float = Field(default=0.20, ge=0, le=1)
+    max_order_lines: int = Field(default=100, ge=1, le=1000)
+    sweep_interval_seconds: float = Field(default=2.0, gt=0)
+    sweep_batch: int = Field(default=100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _check_modes(self) -> "Settings":
+        if self.supabase_url and not self.supabase_service_role_key:
+            raise ValueError("SUPABASE_URL is set but SUPABASE_SERVICE_ROLE_KEY is not")
+        if self.supabase_service_role_key and not self.supabase_url:
+            raise ValueError("SUPABASE_SERVICE_ROLE_KEY is set but SUPABASE_URL is not")
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
+        return self
+
+    @property
+    def fee_bps(self) -> int:
+        """The fee in basis points, so SQL does integer arithmetic on money."""
+        return round(self.fee_rate * 10_000)
+
+    @property
+    def statement_cache_size(self) -> int:
+        if self.db_statement_cache_size is not None:
+            return self.db_statement_cache_size
+        url = self.database_url.get_secret_value() if self.database_url else ""
+        return 0 if urlsplit(url).port == 6543 else 100
+
+
+settings = Settings()
