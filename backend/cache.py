@@ -1,0 +1,119 @@
+"""The node's in-memory copy of the catalog's stock.
+
+Every committed change carries the product's whole resulting state and its
+version, so applying is a comparison, never arithmetic: a change is taken only
+if it is newer than what the cache holds. Newer means a higher (product id,
+version): a SKU deleted and created again is a new product with a higher id.
+"""
+
+import bisect
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+Json = dict[str, Any]
+
+_PRODUCT_FIELDS = (
+    "sku",
+    "name",
+    "price_cents",
+    "on_hand",
+    "reserved",
+    "available",
+    "low_stock_threshold",
+    "version",
+)
+
+
+class Outcome(Enum):
+    APPLIED = "applied"
+    STALE = "stale"  # older than or equal to what we hold: dropped
+    GAP = "gap"  # applied, but versions were skipped: worth a re-read
+
+
+@dataclass(frozen=True, order=True)
+class _Stamp:
+    product_id: int
+    version: int
+
+
+def product_from_change(change: Json) -> Json:
+    product = {field: change[field] for field in _PRODUCT_FIELDS}
+    product["id"] = change["product_id"]
+    product["updated_at"] = change["committed_at"]
+    return product
+
+
+class StockCache:
+    def __init__(self) -> None:
+        self._products: dict[str, Json] = {}
+        self._stamps: dict[str, _Stamp] = {}  # kept for deleted SKUs too
+        self._skus: list[str] = []  # sorted live SKUs, for pages
+
+    def __len__(self) -> int:
+        return len(self._products)
+
+    def get(self, sku: str) -> Json | None:
+        return self._products.get(sku)
+
+    def version_of(self, sku: str) -> int | None:
+        stamp = self._stamps.get(sku)
+        return stamp.version if stamp else None
+
+    def page(self, after: str | None, limit: int) -> tuple[list[Json], str | None]:
+        start = bisect.bisect_right(self._skus, after) if after is not None else 0
+        skus = self._skus[start : start + limit]
+        more = start + limit < len(self._skus)
+        return [self._products[sku] for sku in skus], (skus[-1] if more and skus else None)
+
+    def all(self) -> list[Json]:
+        return [self._products[sku] for sku in self._skus]
+
+    def load(self, products: list[Json]) -> None:
+        """Merge a full snapshot: what it lacks is forgotten, what we hold newer is kept.
+
+        A product created after the snapshot was taken is forgotten too; the
+        catch-up that follows every load brings it back.
+        """
+        fresh = {product["sku"] for product in products}
+        for sku in list(self._stamps):
+            if sku not in fresh:
+                self._remove(sku)
+                del self._stamps[sku]
+        for product in products:
+            self.load_one(product)
+
+    def load_one(self, product: Json) -> bool:
+        """Take a product as read from the database, if it is newer than ours."""
+        stamp = _Stamp(product["id"], product["version"])
+        held = self._stamps.get(product["sku"])
+        if held is not None and stamp <= held:
+            return False
+        self._put(product, stamp)
+        return True
+
+    def apply(self, change: Json) -> Outcome:
+        sku = change["sku"]
+        stamp = _Stamp(change["product_id"], change["version"])
+        held = self._stamps.get(sku)
+        if held is not None and stamp <= held:
+            return Outcome.STALE
+        gap = held is not None and stamp.product_id == held.product_id
+        gap = gap and held is not None and stamp.version != held.version + 1
+        if change["deleted"]:
+            self._remove(sku)
+            self._stamps[sku] = stamp
+        else:
+            self._put(product_from_change(change), stamp)
+        return Outcome.GAP if gap else Outcome.APPLIED
+
+    def _put(self, product: Json, stamp: _Stamp) -> None:
+        sku = product["sku"]
+        if sku not in self._products:
+            bisect.insort(self._skus, sku)
+        self._products[sku] = product
+        self._stamps[sku] = stamp
+
+    def _remove(self, sku: str) -> None:
+        if self._products.pop(sku, None) is not None:
+            del self._skus[bisect.bisect_left(self._skus, sku)]

@@ -1,0 +1,107 @@
+"""Errors are values with a stable machine code, mapped to HTTP in one place.
+
+The SQL functions raise SQLSTATE `PT<status>` with the code as message, JSON
+details as detail and a sentence as hint. asyncpg (`.sqlstate`) and PostgREST
+(`APIError.code`) both expose the SQLSTATE, so `from_database` serves both.
+"""
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+# SQLSTATEs that are not ours but can still reach a node.
+_SQLSTATE_ERRORS: dict[str, tuple[int, str, str]] = {
+    "23505": (409, "CONFLICT", "the change conflicts with existing data"),
+    "23514": (422, "INVALID_INPUT", "a value is outside what the catalog accepts"),
+    "23502": (422, "INVALID_INPUT", "a required value is missing"),
+    "22001": (422, "INVALID_INPUT", "a value is too long"),
+    "22003": (422, "INVALID_INPUT", "a number is out of range"),
+    "22P02": (422, "INVALID_INPUT", "a value has the wrong form"),
+    "22023": (422, "INVALID_INPUT", "a value is invalid"),
+    "40001": (503, "RETRY", "the database asked to retry the transaction"),
+    "40P01": (503, "RETRY", "the database broke a deadlock; retry"),
+    "57014": (503, "DATABASE_TIMEOUT", "the database took too long"),
+}
+
+
+class AppError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+def not_found(message: str, **details: Any) -> AppError:
+    return AppError(404, "NOT_FOUND", message, details)
+
+
+def unavailable(message: str) -> AppError:
+    return AppError(503, "DATABASE_UNAVAILABLE", message)
+
+
+def _parse_details(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return {"detail": raw}
+    return parsed if isinstance(parsed, dict) else {"detail": parsed}
+
+
+def from_database(
+    sqlstate: str | None, message: str, detail: str | None, hint: str | None
+) -> AppError:
+    """The one mapping from a database error to the API's error."""
+    state = sqlstate or ""
+    if state.startswith("PT") and state[2:].isdigit():
+        return AppError(int(state[2:]), message, hint or message, _parse_details(detail))
+    if state in _SQLSTATE_ERRORS:
+        status, code, text = _SQLSTATE_ERRORS[state]
+        return AppError(status, code, text, {"reason": message})
+    if state.startswith("08") or state.startswith("57P"):
+        return unavailable("the database is not reachable")
+    return AppError(500, "DATABASE_ERROR", "the database failed", {"sqlstate": state})
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {
+            "location": [str(part) for part in error["loc"]],
+            "problem": error["msg"],
+        }
+        for error in exc.errors()
+    ]
+    error = AppError(422, "VALIDATION_ERROR", "the request is not valid", {"errors": problems})
+    return JSONResponse(error.body(), status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 400: "BAD_REQUEST"}
+    code = codes.get(exc.status_code, "HTTP_ERROR")
+    error = AppError(exc.status_code, code, str(exc.detail))
+    return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

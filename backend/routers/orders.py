@@ -1,0 +1,70 @@
+"""Orders: placing one reserves stock; confirming sells it; cancelling releases it."""
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from backend import schemas
+from backend.deps import DatabaseDep, StoreDep
+
+router = APIRouter(prefix="/orders", tags=["orders"], responses=schemas.ERRORS)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Retry with the same key (on any node) to get the first result back.",
+    ),
+]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Order)
+async def place_order(
+    body: schemas.OrderCreate,
+    store: StoreDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any]:
+    """Reserve every line or none; the hold lasts HOLD_SECONDS unless confirmed."""
+    items = [line.model_dump() for line in body.items]
+    result = await store.place_order(items, body.customer_id, idempotency_key)
+    if result["replayed"]:
+        response.headers["Idempotent-Replayed"] = "true"
+    order: dict[str, Any] = result["order"]
+    return order
+
+
+@router.get("", response_model=schemas.OrderPage)
+async def list_orders(
+    db: DatabaseDep,
+    customer_id: Annotated[str | None, Query(max_length=100)] = None,
+    status: schemas.OrderStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    page: dict[str, Any] = await db.list_orders(customer_id, status, limit, cursor)
+    return page
+
+
+@router.get("/{order_id}", response_model=schemas.Order)
+async def get_order(order_id: UUID, db: DatabaseDep) -> dict[str, Any]:
+    return await db.get_order(order_id)
+
+
+@router.post("/{order_id}/confirm", response_model=schemas.Order)
+async def confirm_order(order_id: UUID, store: StoreDep) -> dict[str, Any]:
+    """Payment captured: the held units are sold."""
+    result = await store.confirm_order(order_id)
+    order: dict[str, Any] = result["order"]
+    return order
+
+
+@router.post("/{order_id}/cancel", response_model=schemas.Order)
+async def cancel_order(order_id: UUID, store: StoreDep) -> dict[str, Any]:
+    """The held units go back on sale."""
+    result = await store.cancel_order(order_id)
+    order: dict[str, Any] = result["order"]
+    return order

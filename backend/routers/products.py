@@ -1,0 +1,107 @@
+"""The catalog and its stock. Reads come from this node's cache, writes from Postgres."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, status
+
+from backend import schemas
+from backend.deps import CacheDep, DatabaseDep, SettingsDep, StoreDep
+from backend.errors import not_found
+
+router = APIRouter(tags=["products"], responses=schemas.ERRORS)
+
+SkuPath = Annotated[str, Path(max_length=64, description="The product's SKU")]
+
+
+@router.get("/products", response_model=schemas.ProductPage)
+async def list_products(
+    cache: CacheDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    items, next_sku = cache.page(after, limit)
+    return {"items": items, "next": next_sku}
+
+
+@router.get("/products/{sku}", response_model=schemas.Product)
+async def get_product(sku: SkuPath, cache: CacheDep) -> dict[str, Any]:
+    product = cache.get(sku)
+    if product is None:
+        raise not_found(f"no product with sku {sku}", sku=sku)
+    return product
+
+
+@router.post("/products", status_code=status.HTTP_201_CREATED, response_model=schemas.Product)
+async def create_product(body: schemas.ProductCreate, store: StoreDep) -> dict[str, Any]:
+    result = await store.create_product(
+        body.sku, body.name, body.price_cents, body.on_hand, body.low_stock_threshold
+    )
+    product: dict[str, Any] = result["product"]
+    return product
+
+
+@router.patch("/products/{sku}", response_model=schemas.Product)
+async def update_product(
+    sku: SkuPath, body: schemas.ProductPatch, store: StoreDep
+) -> dict[str, Any]:
+    result = await store.update_product(
+        sku, body.name, body.price_cents, body.low_stock_threshold, body.expected_version
+    )
+    product: dict[str, Any] = result["product"]
+    return product
+
+
+@router.delete("/products/{sku}", response_model=schemas.Product)
+async def delete_product(sku: SkuPath, store: StoreDep) -> dict[str, Any]:
+    """Soft delete: refused with HAS_HOLDS while pending orders hold units of it."""
+    result = await store.delete_product(sku)
+    product: dict[str, Any] = result["product"]
+    return product
+
+
+@router.post("/products/{sku}/adjustments", response_model=schemas.StockChange)
+async def adjust_stock(sku: SkuPath, body: schemas.Adjustment, store: StoreDep) -> dict[str, Any]:
+    result = await store.adjust_stock(sku, body.delta, body.reason)
+    change: dict[str, Any] = result["changes"][0]
+    return change
+
+
+@router.put("/products/{sku}/stock", response_model=schemas.StockChange)
+async def set_stock(sku: SkuPath, body: schemas.StockSet, store: StoreDep) -> dict[str, Any]:
+    result = await store.set_stock(sku, body.on_hand, body.expected_version)
+    change: dict[str, Any] = result["changes"][0]
+    return change
+
+
+@router.post("/availability", response_model=schemas.AvailabilityResult)
+async def availability(
+    body: schemas.AvailabilityQuery, cache: CacheDep, settings: SettingsDep
+) -> dict[str, Any]:
+    found = [product for sku in body.skus if (product := cache.get(sku)) is not None]
+    missing = [sku for sku in body.skus if cache.get(sku) is None]
+    return {"node": settings.node_id, "items": found, "missing": missing}
+
+
+@router.get("/products/{sku}/events", response_model=schemas.StockChangePage)
+async def product_events(
+    sku: SkuPath,
+    db: DatabaseDep,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """The product's ledger, newest first."""
+    page = await db.list_stock_events(sku, before, limit)
+    if not page["items"] and before is None:
+        raise not_found(f"no stock events for sku {sku}", sku=sku)
+    return page
+
+
+@router.get("/events", response_model=schemas.StockChangePage)
+async def events(
+    db: DatabaseDep,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """The whole ledger, newest first."""
+    page: dict[str, Any] = await db.list_stock_events(None, before, limit)
+    return page

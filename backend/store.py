@@ -1,0 +1,98 @@
+"""The one path of a change: write in Postgres, then apply and publish what changed.
+
+Routers call a `Store` method; it calls the SQL function, hands the committed
+changes to this node's `Sync` (the same code that applies other nodes'
+changes) and to the bus. A failed publish never fails the write: the other
+nodes' ledger catch-up delivers the change anyway.
+"""
+
+from collections.abc import Awaitable, Callable, Sequence
+from uuid import UUID
+
+from backend.cache import Json
+from backend.settings import Settings
+from backend.sync import Sync
+from database import Database
+
+Publisher = Callable[[Sequence[Json]], Awaitable[None]]
+
+
+class Store:
+    def __init__(self, db: Database, sync: Sync, settings: Settings) -> None:
+        self.db = db
+        self.sync = sync
+        self.node = settings.node_id
+        self._settings = settings
+        self._publishers: list[Publisher] = []
+
+    def publish_to(self, publisher: Publisher) -> None:
+        self._publishers.append(publisher)
+
+    async def _committed(self, result: Json) -> Json:
+        changes = result["changes"]
+        if changes:
+            self.sync.apply(changes, "local")
+            for publish in self._publishers:
+                await publish(changes)
+        return result
+
+    async def create_product(
+        self, sku: str, name: str, price_cents: int, on_hand: int, low_stock_threshold: int
+    ) -> Json:
+        return await self._committed(
+            await self.db.create_product(
+                sku, name, price_cents, on_hand, low_stock_threshold, self.node
+            )
+        )
+
+    async def update_product(
+        self,
+        sku: str,
+        name: str | None,
+        price_cents: int | None,
+        low_stock_threshold: int | None,
+        expected_version: int | None,
+    ) -> Json:
+        return await self._committed(
+            await self.db.update_product(
+                sku, self.node, name, price_cents, low_stock_threshold, expected_version
+            )
+        )
+
+    async def delete_product(self, sku: str) -> Json:
+        return await self._committed(await self.db.delete_product(sku, self.node))
+
+    async def adjust_stock(self, sku: str, delta: int, reason: str) -> Json:
+        return await self._committed(await self.db.adjust_stock(sku, delta, reason, self.node))
+
+    async def set_stock(self, sku: str, on_hand: int, expected_version: int | None) -> Json:
+        return await self._committed(
+            await self.db.set_stock(sku, on_hand, expected_version, self.node)
+        )
+
+    async def place_order(
+        self, items: Sequence[Json], customer_id: str | None, idempotency_key: str | None
+    ) -> Json:
+        settings = self._settings
+        return await self._committed(
+            await self.db.place_order(
+                items,
+                customer_id,
+                idempotency_key,
+                self.node,
+                settings.hold_seconds,
+                settings.fee_bps,
+                settings.max_order_lines,
+            )
+        )
+
+    async def confirm_order(self, order_id: UUID) -> Json:
+        return await self._committed(await self.db.confirm_order(order_id, self.node))
+
+    async def cancel_order(self, order_id: UUID) -> Json:
+        return await self._committed(await self.db.cancel_order(order_id, self.node))
+
+    async def expire_holds(self) -> Json:
+        return await self._committed(
+            await self.db.expire_holds(self._settings.sweep_batch, self.node)
+        )

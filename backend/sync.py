@@ -1,0 +1,89 @@
+"""Keeps a node's cache converged with the ledger.
+
+Changes reach a node three ways: its own writes, the bus, and the periodic
+catch-up from the ledger. All three go through `apply`, which keeps only what
+is newer. The catch-up bounds staleness even when every bus message is lost.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from backend.cache import Json, Outcome, StockCache
+from backend.errors import AppError
+from database import Database
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Json, Outcome, str], None]
+_PAGE = 1000
+
+
+class Sync:
+    def __init__(self, db: Database, cache: StockCache) -> None:
+        self.db = db
+        self.cache = cache
+        self.cursor: str | None = None
+        self._listeners: list[Listener] = []
+        self._rereads: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def listen(self, listener: Listener) -> None:
+        """Call `listener(change, outcome, source)` for every change offered."""
+        self._listeners.append(listener)
+
+    def apply(self, changes: Iterable[Json], source: str) -> None:
+        for change in changes:
+            outcome = self.cache.apply(change)
+            for listener in self._listeners:
+                listener(change, outcome, source)
+            if outcome is Outcome.GAP:
+                self._reread(change["sku"])
+
+    async def resync(self) -> None:
+        """Reload the whole catalog, then catch up from the snapshot's cursor."""
+        snapshot = await self.db.catalog_snapshot()
+        self.cache.load(snapshot["products"])
+        self.cursor = snapshot["cursor"]
+        await self.catch_up()
+
+    async def catch_up(self) -> int:
+        """Apply the ledger rows after our cursor; return how many were read."""
+        read = 0
+        while True:
+            page = await self.db.stock_events_since(self.cursor, _PAGE)
+            events = sorted(page["events"], key=lambda e: (e["product_id"], e["version"]))
+            self.apply(events, "ledger")
+            self.cursor = page["cursor"]
+            read += len(events)
+            if len(events) < _PAGE:
+                return read
+
+    async def run(self, interval: float) -> None:
+        """Catch up every `interval` seconds, for as long as the node lives."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.catch_up()
+            except AppError as exc:
+                log.warning("catch-up failed: %s", exc)
+
+    def _reread(self, sku: str) -> None:
+        """A version was skipped: fetch the product itself, once at a time per SKU."""
+        if sku in self._rereads:
+            return
+        self._rereads.add(sku)
+        task = asyncio.get_running_loop().create_task(self._fetch(sku))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fetch(self, sku: str) -> None:
+        try:
+            product = await self.db.get_product(sku)
+        except AppError as exc:
+            if exc.code != "NOT_FOUND":
+                log.warning("re-read of %s failed: %s", sku, exc)
+            return
+        finally:
+            self._rereads.discard(sku)
+        self.cache.load_one(product)

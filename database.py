@@ -1,0 +1,229 @@
+"""The database port: one small async interface, one method per SQL function.
+
+All the logic is in the plpgsql functions of `supabase/migrations/`, and each
+returns one jsonb document, so an adapter only has to call a function by name
+with named arguments (`call`) and map its errors with `backend.errors`.
+`PostgresDatabase` speaks asyncpg; the Supabase adapter calls the same
+functions over PostgREST's `/rpc`.
+"""
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from backend.errors import AppError, from_database, unavailable
+
+Json = dict[str, Any]
+
+
+class Database(ABC):
+    """What a node needs from its database. Every method is one function call."""
+
+    mode: str
+
+    @abstractmethod
+    async def connect(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def call(self, function: str, **arguments: Any) -> Any:
+        """Call `public.<function>` with named arguments `p_<name>`; return its jsonb."""
+
+    async def _document(self, function: str, **arguments: Any) -> Json:
+        document: Json = await self.call(function, **arguments)
+        return document
+
+    # Catalog
+
+    async def create_product(
+        self,
+        sku: str,
+        name: str,
+        price_cents: int,
+        on_hand: int,
+        low_stock_threshold: int,
+        node: str,
+    ) -> Json:
+        return await self._document(
+            "create_product",
+            sku=sku,
+            name=name,
+            price_cents=price_cents,
+            on_hand=on_hand,
+            low_stock_threshold=low_stock_threshold,
+            node=node,
+        )
+
+    async def update_product(
+        self,
+        sku: str,
+        node: str,
+        name: str | None = None,
+        price_cents: int | None = None,
+        low_stock_threshold: int | None = None,
+        expected_version: int | None = None,
+    ) -> Json:
+        return await self._document(
+            "update_product",
+            sku=sku,
+            name=name,
+            price_cents=price_cents,
+            low_stock_threshold=low_stock_threshold,
+            expected_version=expected_version,
+            node=node,
+        )
+
+    async def delete_product(self, sku: str, node: str) -> Json:
+        return await self._document("delete_product", sku=sku, node=node)
+
+    async def get_product(self, sku: str) -> Json:
+        return await self._document("get_product", sku=sku)
+
+    async def list_products(self, after: str | None, limit: int) -> Json:
+        return await self._document("list_products", after=after, limit=limit)
+
+    async def catalog_snapshot(self) -> Json:
+        return await self._document("catalog_snapshot")
+
+    # Stock
+
+    async def adjust_stock(self, sku: str, delta: int, reason: str, node: str) -> Json:
+        return await self._document("adjust_stock", sku=sku, delta=delta, reason=reason, node=node)
+
+    async def set_stock(
+        self, sku: str, on_hand: int, expected_version: int | None, node: str
+    ) -> Json:
+        return await self._document(
+            "set_stock", sku=sku, on_hand=on_hand, expected_version=expected_version, node=node
+        )
+
+    # Orders
+
+    async def place_order(
+        self,
+        items: Sequence[Json],
+        customer_id: str | None,
+        idempotency_key: str | None,
+        node: str,
+        hold_seconds: int,
+        fee_bps: int,
+        max_lines: int,
+    ) -> Json:
+        return await self._document(
+            "place_order",
+            items=list(items),
+            customer_id=customer_id,
+            idempotency_key=idempotency_key,
+            node=node,
+            hold_seconds=hold_seconds,
+            fee_bps=fee_bps,
+            max_lines=max_lines,
+        )
+
+    async def confirm_order(self, order_id: UUID, node: str) -> Json:
+        return await self._document("confirm_order", order_id=str(order_id), node=node)
+
+    async def cancel_order(self, order_id: UUID, node: str) -> Json:
+        return await self._document("cancel_order", order_id=str(order_id), node=node)
+
+    async def expire_holds(self, batch: int, node: str) -> Json:
+        return await self._document("expire_holds", batch=batch, node=node)
+
+    async def get_order(self, order_id: UUID) -> Json:
+        return await self._document("get_order", order_id=str(order_id))
+
+    async def list_orders(
+        self, customer_id: str | None, status: str | None, limit: int, cursor: str | None
+    ) -> Json:
+        return await self._document(
+            "list_orders", customer_id=customer_id, status=status, limit=limit, cursor=cursor
+        )
+
+    # Ledger
+
+    async def stock_events_since(self, cursor: str | None, limit: int) -> Json:
+        return await self._document("stock_events_since", cursor=cursor, limit=limit)
+
+    async def list_stock_events(self, sku: str | None, before: int | None, limit: int) -> Json:
+        return await self._document("list_stock_events", sku=sku, before=before, limit=limit)
+
+    async def schema_versions(self) -> list[str]:
+        versions: list[str] = await self.call("schema_versions")
+        return versions
+
+
+class PostgresDatabase(Database):
+    """asyncpg pool against any Postgres: embedded, self-hosted or Supabase's."""
+
+    mode = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        statement_cache_size: int = 100,
+        command_timeout: float = 10.0,
+        application_name: str = "orderflow",
+    ) -> None:
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._statement_cache_size = statement_cache_size
+        self._command_timeout = command_timeout
+        self._application_name = application_name
+        self._pool: asyncpg.Pool | None = None
+        self._queries: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    async def connect(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                statement_cache_size=self._statement_cache_size,
+                command_timeout=self._command_timeout,
+                server_settings={"application_name": self._application_name},
+                init=_init_connection,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise unavailable(f"cannot connect to Postgres: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def _query(self, function: str, names: tuple[str, ...]) -> str:
+        key = (function, names)
+        if key not in self._queries:
+            arguments = ", ".join(f"p_{name} => ${i}" for i, name in enumerate(names, start=1))
+            self._queries[key] = f"select public.{function}({arguments})"
+        return self._queries[key]
+
+    async def call(self, function: str, **arguments: Any) -> Any:
+        if self._pool is None:
+            raise unavailable("the database pool is not open")
+        names = tuple(arguments)
+        try:
+            return await self._pool.fetchval(self._query(function, names), *arguments.values())
+        except asyncpg.PostgresError as exc:
+            raise from_database(exc.sqlstate, exc.message, exc.detail, exc.hint) from exc
+        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+            raise unavailable(f"the database did not answer: {type(exc).__name__}") from exc
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    await connection.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+    )
+
+
+__all__ = ["AppError", "Database", "Json", "PostgresDatabase"]
