@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     max_order_lines: int = Field(default=100, ge=1, le=1000)
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     sweep_batch: int = Field(default=100, ge=1, le=10_000)
+    catchup_interval_seconds: float = Field(default=0.5, gt=0)
 
     @model_validator(mode="after")
     def _check_modes(self) -> "Settings":
