@@ -22,6 +22,8 @@ _SQLSTATE_ERRORS: dict[str, tuple[int, str, str]] = {
     "22003": (422, "INVALID_INPUT", "a number is out of range"),
     "22P02": (422, "INVALID_INPUT", "a value has the wrong form"),
     "22023": (422, "INVALID_INPUT", "a value is invalid"),
+    "22021": (422, "INVALID_INPUT", "a text value has a character the database refuses"),
+    "22P05": (422, "INVALID_INPUT", "a text value has a character the database refuses"),
     "40001": (503, "RETRY", "the database asked to retry the transaction"),
     "40P01": (503, "RETRY", "the database broke a deadlock; retry"),
     "57014": (503, "DATABASE_TIMEOUT", "the database took too long"),
@@ -89,7 +91,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         }
         for error in exc.errors()
     ]
-    error = AppError(422, "VALIDATION_ERROR", "the request is not valid", {"errors": problems})
+    if any(error["type"] == "json_invalid" for error in exc.errors()):
+        error = AppError(422, "INVALID_JSON", "the body is not valid JSON", {"errors": problems})
+    else:
+        error = AppError(422, "VALIDATION_ERROR", "the request is not valid", {"errors": problems})
     return JSONResponse(error.body(), status_code=422)
 
 

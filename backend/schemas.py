@@ -9,8 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 INT32_MAX = 2_147_483_647
 
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (Postgres refuses NUL outright)
+
 Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=PRINTABLE)
+]
+CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=PRINTABLE)]
 Cents = Annotated[int, Field(strict=True, ge=0, le=100_000_000_000)]
 Units = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
 Version = Annotated[int, Field(strict=True, ge=1)]
@@ -68,7 +73,7 @@ class OrderLine(Body):
 
 class OrderCreate(Body):
     items: list[OrderLine] = Field(min_length=1, max_length=1000)
-    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    customer_id: CustomerId | None = None
 
 
 class Product(BaseModel):

@@ -1,0 +1,73 @@
+"""Real nodes for tests: the app served by uvicorn on a loopback socket, in this event loop."""
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+from pydantic import SecretStr
+
+from backend.app import create_app
+from backend.settings import Settings
+from database import Json, PostgresDatabase
+
+
+def node_settings(database_url: str, node_id: str = "node-test", **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "node_id": node_id,
+        "environment": "test",
+        "database_url": SecretStr(database_url),
+        "redis_url": None,
+        "catchup_interval_seconds": 0.2,
+        "sweep_interval_seconds": 0.2,
+        "db_pool_max": 10,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Run one node until the block ends; yield an HTTP client pointed at it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(settings), log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("node exited during startup")
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def make_product(
+    db: PostgresDatabase, on_hand: int = 10, price_cents: int = 1000, sku: str | None = None
+) -> Json:
+    sku = sku or f"SKU-{uuid.uuid4().hex[:10]}"
+    result = await db.create_product(sku, f"Product {sku}", price_cents, on_hand, 2, "factory")
+    product: Json = result["product"]
+    return product
+
+
+async def ledger_on_hand(db: PostgresDatabase, sku: str) -> int:
+    """The sum of the ledger's on_hand deltas for a SKU, across every page."""
+    total, before = 0, None
+    while True:
+        page = await db.list_stock_events(sku, before, 500)
+        total += sum(event["delta_on_hand"] for event in page["items"])
+        if page["next"] is None:
+            return int(total)
+        before = page["next"]
