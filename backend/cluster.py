@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -36,7 +37,9 @@ from backend.embedded import (
     require_free_port,
     terminate,
 )
-from backend.settings import Settings
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "backend.main:app"
@@ -47,8 +50,8 @@ class Shutdown(Exception):
     """SIGINT or SIGTERM arrived."""
 
 
-class StartupError(Exception):
-    """The cluster could not start; the message says why."""
+class ClusterError(Exception):
+    """The cluster cannot start or keep running; the message says why."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,7 +98,7 @@ class Node:
 @dataclass
 class Cluster:
     args: argparse.Namespace
-    settings: Settings
+    settings: "Settings"
     database_url: str | None = None
     redis_url: str = ""
     postgres: EmbeddedPostgres | None = None
@@ -110,6 +113,11 @@ class Cluster:
     @property
     def node_ports(self) -> list[int]:
         return [self.args.port + i for i in range(self.args.nodes)]
+
+    @property
+    def url_host(self) -> str:
+        """Where to reach the nodes: a wildcard address is not one to browse to."""
+        return "127.0.0.1" if self.args.host in ("0.0.0.0", "") else str(self.args.host)
 
     def start(self) -> None:
         self.stop_leftover_nodes()
@@ -181,7 +189,7 @@ class Cluster:
             command = [sys.executable, "-m", "uvicorn", APP, "--host", self.args.host]
             command += ["--port", str(port), "--no-access-log"]
             process = subprocess.Popen(command, cwd=ROOT, env={**env, "NODE_ID": name})
-            self.nodes.append(Node(name, f"http://{self.args.host}:{port}", process))
+            self.nodes.append(Node(name, f"http://{self.url_host}:{port}", process))
             self.nodes_file.write_text("".join(f"{node.process.pid}\n" for node in self.nodes))
 
     def wait_healthy(self) -> None:
@@ -194,14 +202,14 @@ class Cluster:
         while True:
             code = node.process.poll()
             if code is not None:
-                raise StartupError(f"{node.name} exited with code {code} before it was healthy")
+                raise ClusterError(f"{node.name} {_how(code)} before it was healthy")
             try:
                 if client.get(f"{node.url}/health").status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise StartupError(f"{node.name} did not answer {node.url}/health in time")
+                raise ClusterError(f"{node.name} did not answer {node.url}/health in time")
             time.sleep(0.2)
 
     def print_summary(self) -> None:
@@ -228,7 +236,7 @@ class Cluster:
                     node.reported_exit = True
                     log.warning("%s (pid %d) %s", node.name, node.process.pid, _how(code))
             if all(node.reported_exit for node in self.nodes):
-                raise StartupError("every node has exited")
+                raise ClusterError("every node has exited")
             time.sleep(0.5)
 
     def stop(self) -> None:
@@ -243,7 +251,8 @@ class Cluster:
                 log.warning("%s ignored SIGTERM; killing it", node.name)
                 node.process.kill()
                 node.process.wait()
-        self.nodes_file.unlink(missing_ok=True)
+        if self.nodes:
+            self.nodes_file.unlink(missing_ok=True)
         for server in (self.redis, self.postgres):
             if server is not None:
                 try:
@@ -263,7 +272,7 @@ def _hint(flag: str) -> Iterator[None]:
     try:
         yield
     except PortInUseError as exc:
-        raise StartupError(f"{exc}; choose another with {flag}") from exc
+        raise ClusterError(f"{exc}; choose another with {flag}") from exc
 
 
 def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
@@ -275,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
     args = parse_args(argv)
     try:
+        # Imported here: the module reads the environment at import and may refuse it.
+        from backend.settings import Settings
+
         settings = Settings(_env_file=ROOT / ".env")
     except pydantic.ValidationError as exc:
         log.error("bad settings: %s", exc)
@@ -290,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.watch()
     except Shutdown:
         log.info("stopping")
-    except (StartupError, EmbeddedServerError, OSError, asyncpg.PostgresError) as exc:
+    except (ClusterError, EmbeddedServerError, OSError, asyncpg.PostgresError) as exc:
         log.error("%s", exc)
         code = 1
     finally:

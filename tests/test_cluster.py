@@ -1,6 +1,5 @@
 """`python -m backend.cluster` end to end: start, survive a SIGKILL, stop cleanly."""
 
-import contextlib
 import os
 import shutil
 import signal
@@ -94,10 +93,12 @@ def accepts_connections(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def two_free_ports() -> list[int]:
-    while not port_is_free((base := free_port()) + 1):
-        pass
-    return [base, base + 1]
+def pick_ports() -> tuple[list[int], int, int]:
+    """Two consecutive ports for the nodes, one for Postgres, one for Redis: all free."""
+    while True:
+        base, postgres, redis = free_port(), free_port(), free_port()
+        if port_is_free(base + 1) and len({base, base + 1, postgres, redis}) == 4:
+            return [base, base + 1], postgres, redis
 
 
 @pytest.fixture
@@ -108,17 +109,18 @@ def launch(tmp_path: Path) -> Iterator[Launch]:
     # Outside tmp_path, like conftest's servers: Postgres may run as another account.
     data_dir = Path(tempfile.mkdtemp(prefix="orderflow-cluster-"))
     output = tmp_path / "cluster.log"
-    launch = Launch(data_dir, two_free_ports(), free_port(), free_port(), output, [])
+    launch = Launch(data_dir, *pick_ports(), output, [])
     yield launch
     # Whatever the outcome, leave nothing running.
     for process in launch.processes:
         if process.poll() is None:
             process.kill()
         process.wait()
-    with contextlib.suppress(OSError):
-        for pid in map(int, (data_dir / "nodes.pid").read_text().split()):
-            if "backend.main:app" in process_cmdline(pid):
-                terminate(pid)
+    ports = {str(port) for port in launch.node_ports}
+    for process in psutil.process_iter():
+        command = process_cmdline(process.pid)
+        if "backend.main:app" in command and ports.intersection(command):
+            terminate(process.pid)
     EmbeddedRedis(data_dir / "redis", launch.redis_port).stop()
     EmbeddedPostgres(data_dir / "postgres", launch.pg_port).stop()
     shutil.rmtree(data_dir, ignore_errors=True)
