@@ -4,13 +4,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
 from typing import Any, TypedDict
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from backend import errors, logs
-from backend.cache import StockCache
-from backend.routers import health, orders, products
+from backend.bus import RedisBus
+from backend.cache import Json, Outcome, StockCache
+from backend.hub import Hub
+from backend.metrics import Metrics
+from backend.routers import health, live, metrics, orders, products
 from backend.settings import Settings
 from backend.store import Store
 from backend.sweeper import sweep
@@ -19,11 +25,16 @@ from database import Database, PostgresDatabase
 
 log = logging.getLogger(__name__)
 
+STATIC_DIR = Path(__file__).parent / "static"
+
 
 class State(TypedDict):
     db: Database
     cache: StockCache
     store: Store
+    hub: Hub
+    bus: RedisBus | None
+    metrics: Metrics
 
 
 def open_database(settings: Settings) -> Database:
@@ -56,16 +67,8 @@ def create_app(settings: Settings) -> FastAPI:
         db = open_database(settings)
         await db.connect()
         try:
-            cache = StockCache()
-            sync = Sync(db, cache)
-            store = Store(db, sync, settings)
-            await sync.resync()
-            log.info("node %s serving %d products (%s mode)", settings.node_id, len(cache), db.mode)
-            async with background(
-                sync.run(settings.catchup_interval_seconds),
-                sweep(store, settings.sweep_interval_seconds),
-            ):
-                yield {"db": db, "cache": cache, "store": store}
+            async with _node(app, settings, db) as state:
+                yield state
         finally:
             await db.close()
 
@@ -78,6 +81,72 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(logs.RequestIdMiddleware)
-    for router in (products.router, orders.router, health.router):
+    for router in (products.router, orders.router, live.router, health.router, metrics.router):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_api_route("/", _dashboard, include_in_schema=False)
     return app
+
+
+async def _dashboard() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html")
+
+
+@contextlib.asynccontextmanager
+async def _node(app: FastAPI, settings: Settings, db: Database) -> AsyncIterator[State]:
+    """Wire one node: cache, sync, store, hub, bus and metrics, and run its tasks."""
+    cache = StockCache()
+    sync = Sync(db, cache)
+    store = Store(db, sync, settings)
+    hub = Hub(settings.node_id, cache, db.get_order, settings.ws_max_pending)
+    node_metrics = Metrics()
+    sync.listen(node_metrics.on_change)
+    sync.listen(lambda change, outcome, source: _fan_out(hub, change, outcome))
+    sync.on_resync(hub.resync_all)
+    jobs = [
+        sync.run(settings.catchup_interval_seconds),
+        sweep(store, settings.sweep_interval_seconds),
+    ]
+
+    bus = None
+    if settings.redis_url:
+        bus = RedisBus(
+            settings.redis_url,
+            settings.node_id,
+            prefix=settings.channel_prefix,
+            outbox_size=settings.bus_outbox_size,
+            on_message=lambda change: sync.apply([change], "bus"),
+            on_subscribed=lambda count: sync.resync() if count > 1 else sync.catch_up(),
+        )
+        store.publish_to(bus.publish)
+        jobs += [bus.run_listener(), bus.run_publisher()]
+    node_metrics.watch(store.counts, sync, bus, hub)
+
+    await sync.resync()
+    log.info(
+        "node %s serving %d products (%s mode, %s)",
+        settings.node_id,
+        len(cache),
+        db.mode,
+        f"bus {bus.channel}" if bus else "no bus: ledger catch-up only",
+    )
+    try:
+        async with background(*jobs):
+            state: State = {
+                "db": db,
+                "cache": cache,
+                "store": store,
+                "hub": hub,
+                "bus": bus,
+                "metrics": node_metrics,
+            }
+            app.state.node = state  # for tests: the bus's fault hook, the hub's mailboxes
+            yield state
+    finally:
+        if bus is not None:
+            await bus.close()
+
+
+def _fan_out(hub: Hub, change: Json, outcome: Outcome) -> None:
+    if outcome is not Outcome.STALE:
+        hub.broadcast(change)

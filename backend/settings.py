@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     sweep_batch: int = Field(default=100, ge=1, le=10_000)
     catchup_interval_seconds: float = Field(default=0.5, gt=0)
+    bus_outbox_size: int = Field(default=10_000, ge=1)
+    ws_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    ws_max_lifetime_seconds: float = Field(default=3600.0, gt=0)
+    ws_max_pending: int = Field(default=10_000, ge=1)
 
     @model_validator(mode="after")
     def _check_modes(self) -> "Settings":

@@ -6,15 +6,17 @@ changes) and to the bus. A failed publish never fails the write: the other
 nodes' ledger catch-up delivers the change anyway.
 """
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from backend.cache import Json
+from backend.errors import AppError
 from backend.settings import Settings
 from backend.sync import Sync
 from database import Database
 
-Publisher = Callable[[Sequence[Json]], Awaitable[None]]
+Publisher = Callable[[Sequence[Json]], None]
 
 
 class Store:
@@ -24,6 +26,7 @@ class Store:
         self.node = settings.node_id
         self._settings = settings
         self._publishers: list[Publisher] = []
+        self.counts: Counter[str] = Counter()  # "order:<outcome>", "stock:<reason>"
 
     def publish_to(self, publisher: Publisher) -> None:
         self._publishers.append(publisher)
@@ -31,9 +34,10 @@ class Store:
     async def _committed(self, result: Json) -> Json:
         changes = result["changes"]
         if changes:
+            self.counts.update(f"stock:{change['reason']}" for change in changes)
             self.sync.apply(changes, "local")
             for publish in self._publishers:
-                await publish(changes)
+                publish(changes)
         return result
 
     async def create_product(
@@ -74,8 +78,8 @@ class Store:
         self, items: Sequence[Json], customer_id: str | None, idempotency_key: str | None
     ) -> Json:
         settings = self._settings
-        return await self._committed(
-            await self.db.place_order(
+        try:
+            result = await self.db.place_order(
                 items,
                 customer_id,
                 idempotency_key,
@@ -84,7 +88,11 @@ class Store:
                 settings.fee_bps,
                 settings.max_order_lines,
             )
-        )
+        except AppError as exc:
+            self.counts[f"order:{exc.code.lower()}"] += 1
+            raise
+        self.counts["order:replayed" if result["replayed"] else "order:placed"] += 1
+        return await self._committed(result)
 
     async def confirm_order(self, order_id: UUID) -> Json:
         return await self._committed(await self.db.confirm_order(order_id, self.node))

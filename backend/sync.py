@@ -24,13 +24,19 @@ class Sync:
         self.db = db
         self.cache = cache
         self.cursor: str | None = None
+        self.resyncs = 0
         self._listeners: list[Listener] = []
+        self._resync_listeners: list[Callable[[], None]] = []
         self._rereads: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def listen(self, listener: Listener) -> None:
         """Call `listener(change, outcome, source)` for every change offered."""
         self._listeners.append(listener)
+
+    def on_resync(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every full reload of the catalog."""
+        self._resync_listeners.append(listener)
 
     def apply(self, changes: Iterable[Json], source: str) -> None:
         for change in changes:
@@ -45,6 +51,9 @@ class Sync:
         snapshot = await self.db.catalog_snapshot()
         self.cache.load(snapshot["products"])
         self.cursor = snapshot["cursor"]
+        self.resyncs += 1
+        for listener in self._resync_listeners:
+            listener()
         await self.catch_up()
 
     async def catch_up(self) -> int:

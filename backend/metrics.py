@@ -1,0 +1,99 @@
+"""Prometheus metrics of one node, on a registry of its own (nothing global).
+
+Modules keep plain counters (`Store.counts`, `RedisBus.stats`, the hub's
+mailboxes); a collector reads them at scrape time. Only what is observed as
+it happens (applied changes, sync lag) is counted here.
+"""
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as PromCounter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from backend.bus import RedisBus
+from backend.cache import Json, Outcome
+from backend.hub import Hub
+from backend.sync import Sync
+
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.changes = PromCounter(
+            "orderflow_sync_changes",
+            "Changes offered to this node's cache, by where they came from and what became of them",
+            ["source", "outcome"],
+            registry=self.registry,
+        )
+        self.lag = Histogram(
+            "orderflow_sync_lag_seconds",
+            "Commit time to applied on this node",
+            ["source"],
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        )
+
+    def on_change(self, change: Json, outcome: Outcome, source: str) -> None:
+        self.changes.labels(source, outcome.value).inc()
+        if outcome is not Outcome.STALE:
+            committed = datetime.fromisoformat(change["committed_at"]).timestamp()
+            self.lag.labels(source).observe(max(0.0, time.time() - committed))
+
+    def watch(self, counts: Counter[str], sync: Sync, bus: RedisBus | None, hub: Hub) -> None:
+        self.registry.register(_Readings(counts, sync, bus, hub))
+
+
+class _Readings(Collector):
+    def __init__(self, counts: Counter[str], sync: Sync, bus: RedisBus | None, hub: Hub) -> None:
+        self._counts = counts
+        self._sync = sync
+        self._bus = bus
+        self._hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        orders = CounterMetricFamily(
+            "orderflow_orders", "Order requests by outcome", labels=["outcome"]
+        )
+        stock = CounterMetricFamily(
+            "orderflow_stock_changes", "Stock changes this node committed", labels=["reason"]
+        )
+        for key, value in sorted(self._counts.items()):
+            kind, _, label = key.partition(":")
+            (orders if kind == "order" else stock).add_metric([label], value)
+        yield orders
+        yield stock
+        yield CounterMetricFamily(
+            "orderflow_resyncs", "Full catalog reloads", value=self._sync.resyncs
+        )
+        if self._bus is not None:
+            stats = self._bus.stats
+            yield CounterMetricFamily(
+                "orderflow_publishes", "Changes published on the bus", value=stats.published
+            )
+            yield CounterMetricFamily(
+                "orderflow_publish_failures",
+                "Changes whose publish failed",
+                value=stats.publish_failures + stats.outbox_dropped,
+            )
+            yield CounterMetricFamily(
+                "orderflow_bus_subscriptions",
+                "Times the bus subscription was (re)established",
+                value=stats.subscriptions,
+            )
+        yield GaugeMetricFamily(
+            "orderflow_websocket_clients",
+            "WebSocket clients connected to this node",
+            value=len(self._hub.mailboxes),
+        )
+        yield CounterMetricFamily(
+            "orderflow_websocket_coalesced",
+            "Updates replaced by a newer one before a slow client read them",
+            value=self._hub.coalesced,
+        )
