@@ -33,6 +33,10 @@ class Mailbox:
         self._resnapshot = False
         self._ready = asyncio.Event()
 
+    @property
+    def pending(self) -> int:
+        return len(self._stock) + len(self._control)
+
     def wants(self, sku: str) -> bool:
         return self.skus is None or sku in self.skus
 

@@ -2,16 +2,19 @@
 
 import asyncio
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 
-from backend.app import create_app
+from backend.app import State, create_app
 from backend.settings import Settings
 from database import Json, PostgresDatabase
 
@@ -30,13 +33,36 @@ def node_settings(database_url: str, node_id: str = "node-test", **overrides: An
     return Settings(_env_file=None, **values)
 
 
+@dataclass
+class Node:
+    client: httpx.AsyncClient
+    app: FastAPI
+
+    @property
+    def ws_url(self) -> str:
+        return str(self.client.base_url).replace("http://", "ws://") + "/ws"
+
+    @property
+    def state(self) -> State:
+        state: State = self.app.state.node
+        return state
+
+
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """Run one node until the block ends; yield an HTTP client pointed at it."""
+    async with run_node(settings) as node:
+        yield node.client
+
+
+@asynccontextmanager
+async def run_node(settings: Settings) -> AsyncIterator[Node]:
+    """Run one node until the block ends; yield its client and its app."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), log_config=None, lifespan="on")
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -46,7 +72,7 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
                 raise RuntimeError("node exited during startup")
             await asyncio.sleep(0.01)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
+            yield Node(client, app)
     finally:
         server.should_exit = True
         await task
@@ -71,3 +97,15 @@ async def ledger_on_hand(db: PostgresDatabase, sku: str) -> int:
         if page["next"] is None:
             return int(total)
         before = page["next"]
+
+
+async def eventually(check: Callable[[], bool], within: float, what: str = "condition") -> float:
+    """Poll a condition on other nodes' state (there is no event to await across
+    processes' worth of caches); return how long it took to hold."""
+    start = time.monotonic()
+    while True:
+        if check():
+            return time.monotonic() - start
+        if time.monotonic() - start > within:
+            raise AssertionError(f"{what} did not hold within {within}s")
+        await asyncio.sleep(0.01)

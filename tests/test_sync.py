@@ -1,0 +1,275 @@
+"""Several real nodes on real Postgres and Redis stay in step, whatever Redis does."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as redis
+from websockets.asyncio.client import ClientConnection, connect
+
+from backend.bus import CHANNEL
+from backend.embedded import EmbeddedRedis, free_port
+from database import Json
+from tests.support import Node, eventually, node_settings, run_node
+
+
+@pytest.fixture
+async def nodes_factory(
+    database_url: str,
+) -> AsyncIterator[Callable[..., Awaitable[list[Node]]]]:
+    async with AsyncExitStack() as stack:
+
+        async def start(redis_url: str, count: int = 3, **overrides: Any) -> list[Node]:
+            return [
+                await stack.enter_async_context(
+                    run_node(
+                        node_settings(database_url, f"node-{i}", redis_url=redis_url, **overrides)
+                    )
+                )
+                for i in range(1, count + 1)
+            ]
+
+        yield start
+
+
+async def create_product(node: Node, sku: str, on_hand: int = 100) -> Json:
+    body = {"sku": sku, "name": sku, "price_cents": 100, "on_hand": on_hand}
+    response = await node.client.post("/products", json=body)
+    assert response.status_code == 201, response.text
+    product: Json = response.json()
+    return product
+
+
+async def adjust(node: Node, sku: str, delta: int) -> Json:
+    response = await node.client.post(
+        f"/products/{sku}/adjustments", json={"delta": delta, "reason": "restock"}
+    )
+    assert response.status_code == 200, response.text
+    change: Json = response.json()
+    return change
+
+
+async def converged(nodes: list[Node], sku: str, version: int, within: float) -> float:
+    """Wait until every node's cache shows `version` of `sku`; return how long it took."""
+    return await eventually(
+        lambda: all(node.state["cache"].version_of(sku) == version for node in nodes),
+        within,
+        f"every node at version {version} of {sku}",
+    )
+
+
+async def next_message(ws: ClientConnection, kind: str) -> Json:
+    async with asyncio.timeout(5):
+        while True:
+            message: Json = json.loads(await ws.recv())
+            if message["type"] == kind:
+                return message
+
+
+async def test_a_change_on_node_a_reaches_a_websocket_client_on_node_c(
+    nodes_factory: Callable[..., Awaitable[list[Node]]], redis_server: EmbeddedRedis
+) -> None:
+    a, b, c = await nodes_factory(redis_server.url)
+    await create_product(a, "LIVE-1", on_hand=10)
+    await create_product(a, "OTHER", on_hand=10)
+    await converged([a, b, c], "LIVE-1", 1, within=5)
+
+    async with connect(c.ws_url + "?skus=LIVE-1") as ws:
+        snapshot = await next_message(ws, "snapshot")
+        assert snapshot["node"] == "node-3"
+        assert [(p["sku"], p["version"]) for p in snapshot["products"]] == [("LIVE-1", 1)]
+
+        order = await a.client.post("/orders", json={"items": [{"sku": "LIVE-1", "quantity": 3}]})
+        assert order.status_code == 201
+        await adjust(a, "OTHER", 1)  # filtered out for this client
+
+        stock = await next_message(ws, "stock")
+        assert (stock["sku"], stock["version"], stock["available"]) == ("LIVE-1", 2, 7)
+        assert (stock["node"], stock["reason"]) == ("node-1", "reserved")
+
+    await converged([a, b, c], "LIVE-1", 2, within=5)
+    for node in (a, b, c):
+        product = (await node.client.get("/products/LIVE-1")).json()
+        assert (product["version"], product["available"], product["reserved"]) == (2, 7, 3)
+    assert c.state["metrics"].changes.labels("bus", "applied")._value.get() >= 1
+
+
+async def test_a_client_follows_its_order_across_nodes(
+    nodes_factory: Callable[..., Awaitable[list[Node]]], redis_server: EmbeddedRedis
+) -> None:
+    a, b = await nodes_factory(redis_server.url, count=2)
+    await create_product(a, "FOLLOW", on_hand=5)
+    order = (
+        await a.client.post("/orders", json={"items": [{"sku": "FOLLOW", "quantity": 1}]})
+    ).json()
+
+    async with connect(b.ws_url) as ws:
+        await next_message(ws, "snapshot")
+        await ws.send(json.dumps({"type": "follow", "order_id": order["id"]}))
+        assert (await next_message(ws, "order"))["order"]["status"] == "pending"
+        assert (await a.client.post(f"/orders/{order['id']}/confirm")).status_code == 200
+        assert (await next_message(ws, "order"))["order"]["status"] == "confirmed"
+
+        await ws.send(json.dumps({"type": "follow", "order_id": "nonsense"}))
+        assert (await next_message(ws, "error"))["code"] == "INVALID_INPUT"
+        await ws.send(json.dumps({"type": "ping"}))
+        await next_message(ws, "pong")
+
+
+async def test_with_every_bus_message_lost_nodes_converge_within_two_seconds(
+    nodes_factory: Callable[..., Awaitable[list[Node]]], redis_server: EmbeddedRedis
+) -> None:
+    nodes = await nodes_factory(redis_server.url, catchup_interval_seconds=0.5)
+    for node in nodes:
+        bus = node.state["bus"]
+        assert bus is not None
+        bus.faults.drop = lambda message: True
+    a, b, c = nodes
+    await create_product(a, "LOSSY", on_hand=10)
+    await converged(nodes, "LOSSY", 1, within=2)
+
+    for delta in range(1, 11):
+        await adjust(nodes[delta % 3], "LOSSY", delta)
+    await converged(nodes, "LOSSY", 11, within=2)
+
+    answers = [(await n.client.get("/products/LOSSY")).json()["on_hand"] for n in nodes]
+    assert answers == [10 + sum(range(1, 11))] * 3
+    for node in (b, c):
+        metrics = node.state["metrics"]
+        assert metrics.changes.labels("bus", "applied")._value.get() == 0
+        assert metrics.changes.labels("ledger", "applied")._value.get() > 0
+
+
+async def test_duplicate_and_out_of_order_messages_change_nothing(
+    nodes_factory: Callable[..., Awaitable[list[Node]]], redis_server: EmbeddedRedis
+) -> None:
+    a, b = await nodes_factory(redis_server.url, count=2)
+    await create_product(a, "DUP", on_hand=10)
+    changes = [await adjust(a, "DUP", delta) for delta in (1, 2, 3)]
+    await converged([a, b], "DUP", 4, within=5)
+    before = [(await n.client.get("/products/DUP")).json() for n in (a, b)]
+    stale_before = b.state["metrics"].changes.labels("bus", "stale")._value.get()
+
+    async with redis.Redis.from_url(redis_server.url) as client:
+        for change in [*reversed(changes), *changes, changes[-1]]:
+            await client.publish(CHANNEL, json.dumps(change))
+        await client.publish(CHANNEL, "not json")
+        await client.publish(CHANNEL, json.dumps({"sku": "DUP"}))
+    # A marker change published after the replay: once it is applied, so is the replay.
+    await adjust(a, "DUP", 1)
+    await converged([a, b], "DUP", 5, within=5)
+
+    after = [(await n.client.get("/products/DUP")).json() for n in (a, b)]
+    for old, new in zip(before, after, strict=True):
+        assert (new["on_hand"], new["version"]) == (old["on_hand"] + 1, 5)
+    assert b.state["metrics"].changes.labels("bus", "stale")._value.get() >= stale_before + 7
+
+
+async def test_with_redis_stopped_writes_succeed_and_nodes_converge_when_it_returns(
+    nodes_factory: Callable[..., Awaitable[list[Node]]], tmp_path: Path
+) -> None:
+    own_redis = EmbeddedRedis(tmp_path / "redis", free_port())
+    own_redis.start()
+    try:
+        a, b, c = await nodes_factory(own_redis.url)
+        await create_product(a, "OUTAGE", on_hand=50)
+        await converged([a, b, c], "OUTAGE", 1, within=5)
+
+        own_redis.stop()
+        for node in (a, b, c):
+            order = await node.client.post(
+                "/orders", json={"items": [{"sku": "OUTAGE", "quantity": 2}]}
+            )
+            assert order.status_code == 201  # a failed publish never fails a write
+        await converged([a, b, c], "OUTAGE", 4, within=5)  # the ledger still carries changes
+
+        own_redis.start()
+        buses = [node.state["bus"] for node in (a, b, c)]
+        await eventually(  # each node resubscribes, then resyncs
+            lambda: all(bus is not None and bus.stats.subscriptions >= 2 for bus in buses),
+            15,
+            "every node resubscribed",
+        )
+        await adjust(b, "OUTAGE", 5)
+        await converged([a, b, c], "OUTAGE", 5, within=5)
+        answers = [(await n.client.get("/products/OUTAGE")).json()["available"] for n in (a, b, c)]
+        assert answers == [50 + 5 - 6] * 3
+        bus_b = b.state["bus"]
+        assert bus_b is not None
+        assert bus_b.stats.publish_failures >= 1
+    finally:
+        own_redis.stop()
+
+
+async def test_a_client_that_stops_reading_slows_nobody_and_ends_up_current(
+    nodes_factory: Callable[..., Awaitable[list[Node]]], redis_server: EmbeddedRedis
+) -> None:
+    (node,) = await nodes_factory(redis_server.url, count=1)
+    skus = [f"SLOW-{i:02d}" for i in range(40)]
+    products = {sku: await create_product(node, sku) for sku in skus}
+    rounds = 150
+
+    async with (
+        connect(node.ws_url, max_queue=1) as slow,
+        connect(node.ws_url, max_size=None) as fast,
+    ):
+        await next_message(slow, "snapshot")
+        await next_message(fast, "snapshot")
+        hub = node.state["hub"]
+
+        # Synthetic changes straight onto the bus, padded so they fill socket buffers.
+        padding = "x" * 2000
+        async with (
+            redis.Redis.from_url(redis_server.url) as client,
+            client.pipeline(transaction=False) as pipe,
+        ):
+            for version in range(2, rounds + 2):
+                for sku in skus:
+                    pipe.publish(CHANNEL, json.dumps(_change(products[sku], version, padding)))
+            await pipe.execute()
+
+        latest: dict[str, int] = {}
+        async with asyncio.timeout(20):
+            while any(latest.get(sku) != rounds + 1 for sku in skus):
+                message = json.loads(await fast.recv())
+                if message["type"] == "stock":
+                    latest[message["sku"]] = message["version"]
+
+        assert hub.coalesced > 0  # the slow client's stale updates were replaced, not queued
+        assert all(box.pending <= len(skus) + 64 for box in hub.mailboxes)
+
+        seen: dict[str, int] = {}
+        async with asyncio.timeout(20):
+            while any(seen.get(sku) != rounds + 1 for sku in skus):
+                message = json.loads(await slow.recv())
+                if message["type"] == "stock":
+                    seen[message["sku"]] = message["version"]
+                elif message["type"] == "snapshot":
+                    seen |= {p["sku"]: p["version"] for p in message["products"]}
+
+
+def _change(product: Json, version: int, padding: str) -> Json:
+    return {
+        "sku": product["sku"],
+        "product_id": product["id"],
+        "name": product["sku"],
+        "price_cents": 100,
+        "low_stock_threshold": 1,
+        "on_hand": 100 + version,
+        "reserved": 0,
+        "available": 100 + version,
+        "delta_on_hand": 1,
+        "delta_reserved": 0,
+        "version": version,
+        "seq": version,
+        "reason": "restock",
+        "order_id": None,
+        "node": "synthetic",
+        "committed_at": "2026-01-01T00:00:00+00:00",
+        "deleted": False,
+        "padding": padding,
+    }
