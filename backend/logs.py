@@ -37,6 +37,8 @@ def configure(node_id: str, level: str) -> None:
     handler.setFormatter(JsonFormatter(node_id))
     for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
+        if name == "uvicorn.access" and not logger.handlers:
+            continue  # uvicorn --no-access-log: stay quiet
         logger.handlers = [handler]
         logger.propagate = False
     logging.getLogger().setLevel(level.upper())
