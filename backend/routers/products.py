@@ -77,8 +77,13 @@ async def set_stock(sku: SkuPath, body: schemas.StockSet, store: StoreDep) -> di
 async def availability(
     body: schemas.AvailabilityQuery, cache: CacheDep, settings: SettingsDep
 ) -> dict[str, Any]:
-    found = [product for sku in body.skus if (product := cache.get(sku)) is not None]
-    missing = [sku for sku in body.skus if cache.get(sku) is None]
+    found, missing = [], []
+    for sku in body.skus:
+        product = cache.get(sku)
+        if product is None:
+            missing.append(sku)
+        else:
+            found.append(product)
     return {"node": settings.node_id, "items": found, "missing": missing}
 
 
