@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil  # type: ignore[import-untyped]
+import psutil
 import pytest
 
 from backend.embedded import (
@@ -117,10 +117,10 @@ def launch(tmp_path: Path) -> Iterator[Launch]:
             process.kill()
         process.wait()
     ports = {str(port) for port in launch.node_ports}
-    for process in psutil.process_iter():
-        command = process_cmdline(process.pid)
+    for other in psutil.process_iter():
+        command = process_cmdline(other.pid)
         if "backend.main:app" in command and ports.intersection(command):
-            terminate(process.pid)
+            terminate(other.pid)
     EmbeddedRedis(data_dir / "redis", launch.redis_port).stop()
     EmbeddedPostgres(data_dir / "postgres", launch.pg_port).stop()
     shutil.rmtree(data_dir, ignore_errors=True)

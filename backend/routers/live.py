@@ -7,6 +7,7 @@ Messages from the client: `{"type": "subscribe", "skus": [...] | null}`,
 """
 
 import asyncio
+import contextlib
 import json
 from typing import Any, cast
 from uuid import UUID
@@ -55,7 +56,8 @@ async def live(websocket: WebSocket) -> None:
     finally:
         hub.leave(mailbox)
         if websocket.application_state == WebSocketState.CONNECTED:
-            await websocket.close()
+            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+                await websocket.close()
 
 
 async def _converse(websocket: WebSocket, hub: Hub, mailbox: Mailbox, heartbeat: float) -> None:
