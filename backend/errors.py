@@ -2,7 +2,8 @@
 
 The SQL functions raise SQLSTATE `PT<status>` with the code as message, JSON
 details as detail and a sentence as hint. asyncpg (`.sqlstate`) and PostgREST
-(`APIError.code`) both expose the SQLSTATE, so `from_database` serves both.
+(`APIError.code`) both expose the SQLSTATE, so `from_database` serves both;
+PostgREST's own `PGRST...` codes go through the same table.
 """
 
 import json
@@ -27,6 +28,17 @@ _SQLSTATE_ERRORS: dict[str, tuple[int, str, str]] = {
     "40001": (503, "RETRY", "the database asked to retry the transaction"),
     "40P01": (503, "RETRY", "the database broke a deadlock; retry"),
     "57014": (503, "DATABASE_TIMEOUT", "the database took too long"),
+    # The node's own set-up is wrong: its role may not call the functions, or
+    # the migrations are not applied. PGRST codes are PostgREST's own.
+    "42501": (503, "DATABASE_FORBIDDEN", "the database refused this node's role"),
+    "PGRST301": (503, "DATABASE_FORBIDDEN", "the Supabase API refused the key"),
+    "PGRST302": (503, "DATABASE_FORBIDDEN", "the Supabase API refused the key"),
+    "42883": (503, "SCHEMA_OUT_OF_DATE", "the database lacks a function; apply the migrations"),
+    "PGRST202": (503, "SCHEMA_OUT_OF_DATE", "the database lacks a function; apply the migrations"),
+    "PGRST000": (503, "DATABASE_UNAVAILABLE", "the Supabase API cannot reach its database"),
+    "PGRST001": (503, "DATABASE_UNAVAILABLE", "the Supabase API cannot reach its database"),
+    "PGRST002": (503, "DATABASE_UNAVAILABLE", "the Supabase API cannot reach its database"),
+    "PGRST003": (503, "DATABASE_TIMEOUT", "the Supabase API had no free database connection"),
 }
 
 
