@@ -3,17 +3,21 @@
 All the logic is in the plpgsql functions of `supabase/migrations/`, and each
 returns one jsonb document, so an adapter only has to call a function by name
 with named arguments (`call`) and map its errors with `backend.errors`.
-`PostgresDatabase` speaks asyncpg; the Supabase adapter calls the same
-functions over PostgREST's `/rpc`.
+`PostgresDatabase` speaks asyncpg; `SupabaseDatabase` calls the same
+functions over PostgREST's `/rpc` with supabase-py.
 """
 
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
+import httpx
+from postgrest.exceptions import APIError
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from backend.errors import AppError, from_database, unavailable
 
@@ -24,6 +28,11 @@ class Database(ABC):
     """What a node needs from its database. Every method is one function call."""
 
     mode: str
+
+    @property
+    @abstractmethod
+    def target(self) -> str:
+        """Where the database is, fit for logs: no password, no key."""
 
     @abstractmethod
     async def connect(self) -> None: ...
@@ -182,6 +191,10 @@ class PostgresDatabase(Database):
         self._pool: asyncpg.Pool | None = None
         self._queries: dict[tuple[str, tuple[str, ...]], str] = {}
 
+    @property
+    def target(self) -> str:
+        return redact(self._dsn)
+
     async def connect(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
@@ -226,4 +239,104 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
     )
 
 
-__all__ = ["AppError", "Database", "Json", "PostgresDatabase"]
+class SupabaseDatabase(Database):
+    """supabase-py against a Supabase project's API, as its service role.
+
+    Each call is `POST /rest/v1/rpc/<function>` with the named arguments as a
+    JSON object; PostgREST runs the function in its own transaction. POSTs are
+    never retried here: a timeout leaves the outcome unknown, and the caller
+    retries (an order safely, with the same idempotency key).
+    """
+
+    mode = "supabase"
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        timeout: float = 10.0,
+        max_connections: int = 10,
+        application_name: str = "orderflow",
+    ) -> None:
+        self._url = url
+        self._key = key
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._application_name = application_name
+        self._http: httpx.AsyncClient | None = None
+        self._client: AsyncClient | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{redact(self._url)} (service role key not shown)"
+
+    async def connect(self) -> None:
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 5.0)),
+            limits=httpx.Limits(
+                max_connections=self._max_connections,
+                max_keepalive_connections=self._max_connections,
+            ),
+            headers={"User-Agent": self._application_name},
+        )
+        options = AsyncClientOptions(
+            httpx_client=self._http, auto_refresh_token=False, persist_session=False
+        )
+        self._client = await acreate_client(self._url, self._key, options=options)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.postgrest.aclose()
+            self._client = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def call(self, function: str, **arguments: Any) -> Any:
+        if self._client is None:
+            raise unavailable("the Supabase client is not open")
+        params = {f"p_{name}": value for name, value in arguments.items()}
+        try:
+            response = await self._client.rpc(function, params).execute()
+        except APIError as exc:
+            raise _from_api_error(exc) from exc
+        except httpx.TimeoutException as exc:
+            raise unavailable(
+                f"the Supabase API did not answer in time ({type(exc).__name__});"
+                " the call may or may not have taken effect"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise unavailable(f"cannot reach the Supabase API: {type(exc).__name__}") from exc
+        return response.data
+
+
+def _from_api_error(exc: APIError) -> AppError:
+    """PostgREST's error body carries the SQLSTATE (or a PGRST code) as `code`."""
+    code = exc.code or ""
+    if not code or (len(code) == 3 and code.isdigit()):
+        # Not PostgREST's JSON: the API gateway or a proxy answered (supabase-py
+        # then puts the HTTP status in `code`).
+        return unavailable(f"the Supabase API answered: {exc.message or code}")
+    details = exc.details
+    if details is not None and not isinstance(details, str):
+        details = json.dumps(details)
+    return from_database(code, exc.message or "DATABASE_ERROR", details, exc.hint)
+
+
+def redact(url: str) -> str:
+    """The URL without its password (nor a `password=` parameter), fit for printing."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = "&".join(
+        "password=***" if item.lower().startswith("password=") else item
+        for item in parts.query.split("&")
+        if item
+    )
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+__all__ = ["AppError", "Database", "Json", "PostgresDatabase", "SupabaseDatabase"]
