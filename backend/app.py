@@ -21,7 +21,7 @@ from backend.settings import Settings
 from backend.store import Store
 from backend.sweeper import sweep
 from backend.sync import Sync
-from database import Database, PostgresDatabase
+from database import Database, PostgresDatabase, SupabaseDatabase
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +38,36 @@ class State(TypedDict):
 
 
 def open_database(settings: Settings) -> Database:
-    if settings.database_url is None:
-        raise RuntimeError("DATABASE_URL is not set (scripts/run sets it for the embedded cluster)")
-    return PostgresDatabase(
-        settings.database_url.get_secret_value(),
-        min_size=settings.db_pool_min,
-        max_size=settings.db_pool_max,
-        statement_cache_size=settings.statement_cache_size,
-        command_timeout=settings.db_command_timeout,
-        application_name=f"orderflow:{settings.node_id}",
-    )
+    """The adapter the settings choose: Supabase's API, else Postgres directly."""
+    db: Database
+    name = f"orderflow:{settings.node_id}"
+    key = settings.supabase_service_role_key
+    if settings.supabase_url and key:
+        if settings.database_url:
+            log.warning("SUPABASE_URL and DATABASE_URL are both set: using the Supabase API")
+        db = SupabaseDatabase(
+            settings.supabase_url,
+            key.get_secret_value(),
+            timeout=settings.supabase_timeout,
+            max_connections=settings.db_pool_max,
+            application_name=name,
+        )
+    elif settings.database_url:
+        db = PostgresDatabase(
+            settings.database_url.get_secret_value(),
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            statement_cache_size=settings.statement_cache_size,
+            command_timeout=settings.db_command_timeout,
+            application_name=name,
+        )
+    else:
+        raise RuntimeError(
+            "no database: set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or DATABASE_URL"
+            " (scripts/run starts an embedded Postgres and sets it)"
+        )
+    log.info("database: %s mode, %s", db.mode, db.target)
+    return db
 
 
 @contextlib.asynccontextmanager

@@ -20,7 +20,8 @@ def _default_node_id() -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # Errors name the setting and the problem, never its value: URLs and keys are secrets.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     node_id: str = Field(default_factory=_default_node_id, min_length=1, max_length=64)
     environment: Literal["development", "test", "production"] = "development"
@@ -34,6 +35,8 @@ class Settings(BaseSettings):
     )
     db_command_timeout: float = Field(default=10.0, gt=0)
 
+    # With both set, SUPABASE_URL wins: nodes use the API and ignore DATABASE_URL
+    # (which may still serve, say, to apply the migrations directly).
     supabase_url: str | None = None
     supabase_service_role_key: SecretStr | None = None
     supabase_timeout: float = Field(default=10.0, gt=0)
@@ -58,6 +61,11 @@ class Settings(BaseSettings):
             raise ValueError("SUPABASE_URL is set but SUPABASE_SERVICE_ROLE_KEY is not")
         if self.supabase_service_role_key and not self.supabase_url:
             raise ValueError("SUPABASE_SERVICE_ROLE_KEY is set but SUPABASE_URL is not")
+        if self.supabase_url and urlsplit(self.supabase_url).scheme not in ("http", "https"):
+            raise ValueError(
+                "SUPABASE_URL must be the project's API URL (https://<ref>.supabase.co);"
+                " a Postgres connection string goes in DATABASE_URL"
+            )
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
         return self
