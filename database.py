@@ -205,6 +205,7 @@ class PostgresDatabase(Database):
                 command_timeout=self._command_timeout,
                 server_settings={"application_name": self._application_name},
                 init=_init_connection,
+                reset=_keep_session,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise unavailable(f"cannot connect to Postgres: {exc}") from exc
@@ -231,6 +232,11 @@ class PostgresDatabase(Database):
             raise from_database(exc.sqlstate, exc.message, exc.detail, exc.hint) from exc
         except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
             raise unavailable(f"the database did not answer: {type(exc).__name__}") from exc
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Every call is one statement that leaves no session state behind, so the
+    pool's default reset (a query per release) would be a wasted round trip."""
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:

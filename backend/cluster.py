@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -37,6 +36,7 @@ from backend.embedded import (
     require_free_port,
     terminate,
 )
+from database import redact
 
 if TYPE_CHECKING:
     from backend.settings import Settings
@@ -77,14 +77,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--nodes must be at least 1")
     args.data_dir = args.data_dir.resolve()
     return args
-
-
-def redact(url: str) -> str:
-    """The URL with its password hidden, fit for printing."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 @dataclass
