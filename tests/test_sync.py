@@ -273,3 +273,56 @@ def _change(product: Json, version: int, padding: str) -> Json:
         "deleted": False,
         "padding": padding,
     }
+
+
+async def test_heartbeats_and_a_lifetime_cap_with_a_reconnect_hint(
+    nodes_factory: Callable[..., Awaitable[list[Node]]], redis_server: EmbeddedRedis
+) -> None:
+    (node,) = await nodes_factory(
+        redis_server.url, count=1, ws_heartbeat_seconds=0.1, ws_max_lifetime_seconds=1
+    )
+    async with connect(node.ws_url) as ws:
+        await next_message(ws, "snapshot")
+        await next_message(ws, "ping")
+        assert (await next_message(ws, "reconnect"))["reason"] == "lifetime"
+        async with asyncio.timeout(5):
+            await ws.wait_closed()
+        assert ws.close_code == 1012
+
+
+async def test_bad_websocket_input_gets_an_error_not_a_crash(
+    nodes_factory: Callable[..., Awaitable[list[Node]]], redis_server: EmbeddedRedis
+) -> None:
+    (node,) = await nodes_factory(redis_server.url, count=1)
+    async with connect(node.ws_url) as ws:
+        await next_message(ws, "snapshot")
+        for text in ("not json", "[1]", '{"type": "dance"}', '{"type": "subscribe", "skus": 5}'):
+            await ws.send(text)
+            assert (await next_message(ws, "error"))["code"] == "INVALID_INPUT"
+        await ws.send(json.dumps({"type": "ping"}))
+        await next_message(ws, "pong")
+
+
+async def test_metrics_count_what_the_node_did(
+    nodes_factory: Callable[..., Awaitable[list[Node]]], redis_server: EmbeddedRedis
+) -> None:
+    a, b = await nodes_factory(redis_server.url, count=2)
+    await create_product(a, "METRIC", on_hand=1)
+    await a.client.post("/orders", json={"items": [{"sku": "METRIC", "quantity": 1}]})
+    await a.client.post("/orders", json={"items": [{"sku": "METRIC", "quantity": 1}]})
+    await converged([a, b], "METRIC", 2, within=5)
+
+    text = (await a.client.get("/metrics")).text
+    for line in (
+        'orderflow_orders_total{outcome="placed"} 1.0',
+        'orderflow_orders_total{outcome="out_of_stock"} 1.0',
+        'orderflow_stock_changes_total{reason="reserved"} 1.0',
+        'orderflow_sync_changes_total{outcome="applied",source="local"} 2.0',
+        "orderflow_websocket_clients 0.0",
+    ):
+        assert line in text, line
+    assert "orderflow_publishes_total" in text
+    assert "orderflow_sync_lag_seconds_bucket" in text
+    remote = b.state["metrics"].changes
+    delivered = [remote.labels(source, "applied")._value.get() for source in ("bus", "ledger")]
+    assert sum(delivered) == 2  # each change applied once, by whichever path came first
