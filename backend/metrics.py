@@ -72,6 +72,11 @@ class _Readings(Collector):
         yield CounterMetricFamily(
             "orderflow_resyncs", "Full catalog reloads", value=self._sync.resyncs
         )
+        yield CounterMetricFamily(
+            "orderflow_gap_rereads",
+            "Products re-read because a version was skipped",
+            value=self._sync.rereads,
+        )
         if self._bus is not None:
             stats = self._bus.stats
             yield CounterMetricFamily(

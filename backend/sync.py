@@ -25,6 +25,7 @@ class Sync:
         self.cache = cache
         self.cursor: str | None = None
         self.resyncs = 0
+        self.rereads = 0
         self._listeners: list[Listener] = []
         self._resync_listeners: list[Callable[[], None]] = []
         self._rereads: set[str] = set()
@@ -82,6 +83,7 @@ class Sync:
         if sku in self._rereads:
             return
         self._rereads.add(sku)
+        self.rereads += 1
         task = asyncio.get_running_loop().create_task(self._fetch(sku))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -201,8 +201,30 @@ async def test_with_redis_stopped_writes_succeed_and_nodes_converge_when_it_retu
         bus_b = b.state["bus"]
         assert bus_b is not None
         assert bus_b.stats.publish_failures >= 1
+        for node in (a, b, c):
+            assert "orderflow_resyncs_total 2.0" in (await node.client.get("/metrics")).text
     finally:
         own_redis.stop()
+
+
+async def test_a_skipped_version_makes_the_node_reread_that_product(
+    nodes_factory: Callable[..., Awaitable[list[Node]]], redis_server: EmbeddedRedis
+) -> None:
+    a, b = await nodes_factory(redis_server.url, count=2, catchup_interval_seconds=3600)
+    await create_product(a, "GAP", on_hand=10)
+    await converged([a, b], "GAP", 1, within=5)
+    bus_b = b.state["bus"]
+    assert bus_b is not None
+    bus_b.faults.drop = lambda message: message["sku"] == "GAP" and message["version"] == 2
+
+    await adjust(a, "GAP", 1)
+    await adjust(a, "GAP", 2)
+
+    await converged([a, b], "GAP", 3, within=5)
+    assert (await b.client.get("/products/GAP")).json()["on_hand"] == 13
+    metrics = (await b.client.get("/metrics")).text
+    assert 'orderflow_sync_changes_total{outcome="gap",source="bus"} 1.0' in metrics
+    assert "orderflow_gap_rereads_total 1.0" in metrics
 
 
 async def test_a_client_that_stops_reading_slows_nobody_and_ends_up_current(
