@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from backend import errors, logs
 from backend.bus import RedisBus
-from backend.cache import Json, Outcome, StockCache
+from backend.cache import StockCache
 from backend.hub import Hub
 from backend.metrics import Metrics
 from backend.routers import health, live, metrics, orders, products
@@ -121,23 +121,14 @@ async def _node(app: FastAPI, settings: Settings, db: Database) -> AsyncIterator
     hub = Hub(settings.node_id, cache, db.get_order, settings.ws_max_pending)
     node_metrics = Metrics()
     sync.listen(node_metrics.on_change)
-    sync.listen(lambda change, outcome, source: _fan_out(hub, change, outcome))
+    sync.listen(hub.on_change)
     sync.on_resync(hub.resync_all)
     jobs = [
         sync.run(settings.catchup_interval_seconds),
         sweep(store, settings.sweep_interval_seconds),
     ]
-
-    bus = None
-    if settings.redis_url:
-        bus = RedisBus(
-            settings.redis_url,
-            settings.node_id,
-            prefix=settings.channel_prefix,
-            outbox_size=settings.bus_outbox_size,
-            on_message=lambda change: sync.apply([change], "bus"),
-            on_subscribed=lambda count: sync.resync() if count > 1 else sync.catch_up(),
-        )
+    bus = _bus(settings, sync)
+    if bus is not None:
         store.publish_to(bus.publish)
         jobs += [bus.run_listener(), bus.run_publisher()]
     node_metrics.watch(store.counts, sync, bus, hub)
@@ -167,6 +158,19 @@ async def _node(app: FastAPI, settings: Settings, db: Database) -> AsyncIterator
             await bus.close()
 
 
-def _fan_out(hub: Hub, change: Json, outcome: Outcome) -> None:
-    if outcome is not Outcome.STALE:
-        hub.broadcast(change)
+def _bus(settings: Settings, sync: Sync) -> RedisBus | None:
+    """The Redis bus, delivering into `sync`; None without REDIS_URL (ledger catch-up only).
+
+    The first subscription catches up on what was committed since start-up;
+    every later one means messages may have been lost meanwhile: a full resync.
+    """
+    if not settings.redis_url:
+        return None
+    return RedisBus(
+        settings.redis_url,
+        settings.node_id,
+        prefix=settings.channel_prefix,
+        outbox_size=settings.bus_outbox_size,
+        on_message=lambda change: sync.apply([change], "bus"),
+        on_subscribed=lambda count: sync.resync() if count > 1 else sync.catch_up(),
+    )

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from cachetools import TTLCache
 
-from backend.cache import Json, StockCache
+from backend.cache import Json, Outcome, StockCache
 from backend.errors import AppError
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,11 @@ class Hub:
     def snapshot(self, mailbox: Mailbox) -> Json:
         products = [p for p in self._cache.all() if mailbox.wants(p["sku"])]
         return {"type": "snapshot", "node": self.node_id, "products": products}
+
+    def on_change(self, change: Json, outcome: Outcome, source: str) -> None:
+        """A `Sync` listener: every change the cache took goes out."""
+        if outcome is not Outcome.STALE:
+            self.broadcast(change)
 
     def broadcast(self, change: Json) -> None:
         for mailbox in self.mailboxes:
