@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from backend import errors, logs
 from backend.bus import RedisBus
@@ -92,7 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await db.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc served from the package, not a CDN
         title="OrderFlow",
         version="0.1.0",
         summary="Real-time, multi-node inventory sync server",

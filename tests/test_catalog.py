@@ -141,3 +141,12 @@ async def test_health_ready_and_info(node: httpx.AsyncClient) -> None:
     info = (await node.get("/info")).json()
     assert (info["node"], info["fee_rate"]) == ("node-test", 0.2)
     assert "x-request-id" in (await node.get("/health")).headers
+
+
+async def test_swagger_ui_works_offline(node: httpx.AsyncClient) -> None:
+    page = (await node.get("/docs")).text
+    assert "cdn" not in page.lower()
+    script = page.split('src="', 1)[1].split('"', 1)[0]
+    assert (await node.get(script)).status_code == 200
+    spec = (await node.get("/openapi.json")).json()
+    assert {"/orders", "/products/{sku}/stock", "/availability"} <= set(spec["paths"])
