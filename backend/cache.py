@@ -81,9 +81,9 @@ class StockCache:
                 self._remove(sku)
                 del self._stamps[sku]
         for product in products:
-            self.load_one(product)
+            self._load_one(product)
 
-    def load_one(self, product: Json) -> bool:
+    def _load_one(self, product: Json) -> bool:
         """Take a product as read from the database, if it is newer than ours."""
         stamp = _Stamp(product["id"], product["version"])
         held = self._stamps.get(product["sku"])

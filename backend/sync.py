@@ -30,6 +30,7 @@ class Sync:
         self._resync_listeners: list[Callable[[], None]] = []
         self._rereads: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reading = asyncio.Lock()  # one reader of the ledger at a time: one cursor
 
     def listen(self, listener: Listener) -> None:
         """Call `listener(change, outcome, source)` for every change offered."""
@@ -49,24 +50,29 @@ class Sync:
 
     async def resync(self) -> None:
         """Reload the whole catalog, then catch up from the snapshot's cursor."""
-        snapshot = await self.db.catalog_snapshot()
-        self.cache.load(snapshot["products"])
-        self.cursor = snapshot["cursor"]
-        self.resyncs += 1
-        for listener in self._resync_listeners:
-            listener()
-        await self.catch_up()
+        async with self._reading:
+            snapshot = await self.db.catalog_snapshot()
+            self.cache.load(snapshot["products"])
+            self.cursor = snapshot["cursor"]
+            self.resyncs += 1
+            for listener in self._resync_listeners:
+                listener()
+            await self._catch_up()
 
     async def catch_up(self) -> int:
         """Apply the ledger rows after our cursor; return how many were read."""
+        async with self._reading:
+            return await self._catch_up()
+
+    async def _catch_up(self) -> int:
         read = 0
         while True:
             page = await self.db.stock_events_since(self.cursor, _PAGE)
             events = sorted(page["events"], key=lambda e: (e["product_id"], e["version"]))
             self.apply(events, "ledger")
-            self.cursor = page["cursor"]
+            moved, self.cursor = page["cursor"] != self.cursor, page["cursor"]
             read += len(events)
-            if len(events) < _PAGE:
+            if len(events) < _PAGE or not moved:  # a full page of unsettled rows: next time
                 return read
 
     async def run(self, interval: float) -> None:
@@ -89,12 +95,12 @@ class Sync:
         task.add_done_callback(self._tasks.discard)
 
     async def _fetch(self, sku: str) -> None:
+        """The SKU's latest ledger row is its latest state, in the shape of a change."""
         try:
-            product = await self.db.get_product(sku)
+            page = await self.db.list_stock_events(sku, None, 1)
         except AppError as exc:
-            if exc.code != "NOT_FOUND":
-                log.warning("re-read of %s failed: %s", sku, exc)
+            log.warning("re-read of %s failed: %s", sku, exc)
             return
         finally:
             self._rereads.discard(sku)
-        self.cache.load_one(product)
+        self.apply(page["items"], "reread")
