@@ -54,7 +54,6 @@ create table public.orders (
   idempotency_key text unique
     constraint orders_idempotency_key_length check (char_length(idempotency_key) between 1 and 255),
   request_hash text not null,
-  first_response jsonb,
   subtotal_cents bigint not null default 0,
   fee_cents bigint not null default 0,
   total_cents bigint not null default 0,

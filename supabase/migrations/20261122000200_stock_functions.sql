@@ -35,9 +35,9 @@ $$;
 
 -- The shape of a stock change: the ledger row plus the product's catalog
 -- fields. It is the Redis message, the WebSocket `stock` message and a
--- catch-up event alike.
-create function private.change_json(e public.stock_events) returns jsonb
-language sql stable set search_path = '' as $$
+-- catch-up event alike. Writers render it from the product row they hold.
+create function private.change_json(e public.stock_events, p public.products) returns jsonb
+language sql immutable set search_path = '' as $$
   select jsonb_build_object(
     'sku', e.sku, 'product_id', e.product_id,
     'name', p.name, 'price_cents', p.price_cents,
@@ -46,8 +46,6 @@ language sql stable set search_path = '' as $$
     'delta_on_hand', e.delta_on_hand, 'delta_reserved', e.delta_reserved,
     'version', e.version, 'seq', e.seq, 'reason', e.reason, 'order_id', e.order_id,
     'node', e.node_id, 'committed_at', e.created_at, 'deleted', e.reason = 'deleted')
-  from public.products p
-  where p.id = e.product_id
 $$;
 
 create function private.order_json(p_order_id uuid) returns jsonb
@@ -82,7 +80,7 @@ begin
     v.id, v.sku, p_delta_on_hand, p_delta_reserved, v.on_hand, v.reserved,
     v.version, p_reason, p_order_id, coalesce(p_node, 'unknown'))
   returning * into e;
-  return private.change_json(e);
+  return private.change_json(e, v);
 end
 $$;
 
@@ -379,7 +377,6 @@ declare
   v_problem jsonb;
   v_changes jsonb := '[]';
   v_subtotal bigint;
-  v_response jsonb;
   r record;
 begin
   if jsonb_typeof(p_items) is distinct from 'array' or jsonb_array_length(p_items) = 0 then
@@ -407,8 +404,11 @@ begin
         'this Idempotency-Key was already used with a different request',
         jsonb_build_object('order_id', v_existing.id));
     end if;
+    -- The first response, as it was: only status and updated_at ever change.
     return jsonb_build_object(
-      'order', v_existing.first_response, 'changes', '[]'::jsonb, 'replayed', true);
+      'order', private.order_json(v_existing.id)
+               || jsonb_build_object('status', 'pending', 'updated_at', v_existing.created_at),
+      'changes', '[]'::jsonb, 'replayed', true);
   end if;
 
   select array_agg(sku order by sku), array_agg(quantity order by sku)
@@ -462,9 +462,8 @@ begin
          fee_cents = round(v_subtotal * p_fee_bps / 10000.0),
          total_cents = v_subtotal + round(v_subtotal * p_fee_bps / 10000.0)
    where id = v_order_id;
-  v_response := private.order_json(v_order_id);
-  update public.orders set first_response = v_response where id = v_order_id;
-  return jsonb_build_object('order', v_response, 'changes', v_changes, 'replayed', false);
+  return jsonb_build_object(
+    'order', private.order_json(v_order_id), 'changes', v_changes, 'replayed', false);
 end
 $$;
 
@@ -607,12 +606,13 @@ begin
     end;
   end if;
   with page as (
-    select e, e.txid, e.seq from public.stock_events e
+    select e, p, e.txid, e.seq
+      from public.stock_events e join public.products p on p.id = e.product_id
      where (e.txid, e.seq) > (v_txid, v_seq)
      order by e.txid, e.seq
      limit v_limit
   )
-  select jsonb_agg(private.change_json(page.e) order by page.txid, page.seq), count(*),
+  select jsonb_agg(private.change_json(page.e, page.p) order by page.txid, page.seq), count(*),
          (array_agg(page.txid order by page.txid desc, page.seq desc))[1],
          (array_agg(page.seq order by page.txid desc, page.seq desc))[1]
     into v_events, v_count, v_last_txid, v_last_seq
@@ -632,13 +632,14 @@ create function public.list_stock_events(
 ) returns jsonb
 language sql stable security definer set search_path = '' as $$
   with page as (
-    select e, e.seq from public.stock_events e
+    select e, p, e.seq
+      from public.stock_events e join public.products p on p.id = e.product_id
      where (p_sku is null or e.sku = p_sku) and (p_before is null or e.seq < p_before)
      order by e.seq desc
      limit greatest(1, least(coalesce(p_limit, 50), 500))
   )
   select jsonb_build_object(
-    'items', coalesce(jsonb_agg(private.change_json(page.e) order by page.seq desc), '[]'),
+    'items', coalesce(jsonb_agg(private.change_json(page.e, page.p) order by page.seq desc), '[]'),
     'next', case when count(*) = greatest(1, least(coalesce(p_limit, 50), 500))
                  then min(page.seq) end)
   from page
