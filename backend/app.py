@@ -130,7 +130,7 @@ async def _node(app: FastAPI, settings: Settings, db: Database) -> AsyncIterator
     ]
     bus = _bus(settings, sync)
     if bus is not None:
-        store.publish_to(bus.publish)
+        store.publish = bus.publish
         jobs += [bus.run_listener(), bus.run_publisher()]
     node_metrics.watch(store.counts, sync, bus, hub)
 

@@ -83,14 +83,12 @@ class StockCache:
         for product in products:
             self._load_one(product)
 
-    def _load_one(self, product: Json) -> bool:
+    def _load_one(self, product: Json) -> None:
         """Take a product as read from the database, if it is newer than ours."""
         stamp = _Stamp(product["id"], product["version"])
         held = self._stamps.get(product["sku"])
-        if held is not None and stamp <= held:
-            return False
-        self._put(product, stamp)
-        return True
+        if held is None or stamp > held:
+            self._put(product, stamp)
 
     def apply(self, change: Json) -> Outcome:
         sku = change["sku"]
@@ -98,8 +96,11 @@ class StockCache:
         held = self._stamps.get(sku)
         if held is not None and stamp <= held:
             return Outcome.STALE
-        gap = held is not None and stamp.product_id == held.product_id
-        gap = gap and held is not None and stamp.version != held.version + 1
+        gap = (
+            held is not None
+            and stamp.product_id == held.product_id
+            and stamp.version != held.version + 1
+        )
         if change["deleted"]:
             self._remove(sku)
             self._stamps[sku] = stamp

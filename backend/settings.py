@@ -6,13 +6,10 @@ app's lifespan from a `Settings` instance, so tests can make as many as they lik
 
 import os
 import socket
-from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-DatabaseMode = Literal["postgres", "supabase"]
 
 
 def _default_node_id() -> str:
@@ -24,7 +21,6 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     node_id: str = Field(default_factory=_default_node_id, min_length=1, max_length=64)
-    environment: Literal["development", "test", "production"] = "development"
     log_level: str = "INFO"
 
     database_url: SecretStr | None = None

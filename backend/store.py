@@ -25,25 +25,22 @@ class Store:
         self.sync = sync
         self.node = settings.node_id
         self._settings = settings
-        self._publishers: list[Publisher] = []
+        self.publish: Publisher | None = None  # the bus, when the node has one
         self.counts: Counter[str] = Counter()  # "order:<outcome>", "stock:<reason>"
 
-    def publish_to(self, publisher: Publisher) -> None:
-        self._publishers.append(publisher)
-
-    async def _committed(self, result: Json) -> Json:
+    def _committed(self, result: Json) -> Json:
         changes = result["changes"]
         if changes:
             self.counts.update(f"stock:{change['reason']}" for change in changes)
             self.sync.apply(changes, "local")
-            for publish in self._publishers:
-                publish(changes)
+            if self.publish is not None:
+                self.publish(changes)
         return result
 
     async def create_product(
         self, sku: str, name: str, price_cents: int, on_hand: int, low_stock_threshold: int
     ) -> Json:
-        return await self._committed(
+        return self._committed(
             await self.db.create_product(
                 sku, name, price_cents, on_hand, low_stock_threshold, self.node
             )
@@ -57,22 +54,20 @@ class Store:
         low_stock_threshold: int | None,
         expected_version: int | None,
     ) -> Json:
-        return await self._committed(
+        return self._committed(
             await self.db.update_product(
                 sku, self.node, name, price_cents, low_stock_threshold, expected_version
             )
         )
 
     async def delete_product(self, sku: str) -> Json:
-        return await self._committed(await self.db.delete_product(sku, self.node))
+        return self._committed(await self.db.delete_product(sku, self.node))
 
     async def adjust_stock(self, sku: str, delta: int, reason: str) -> Json:
-        return await self._committed(await self.db.adjust_stock(sku, delta, reason, self.node))
+        return self._committed(await self.db.adjust_stock(sku, delta, reason, self.node))
 
     async def set_stock(self, sku: str, on_hand: int, expected_version: int | None) -> Json:
-        return await self._committed(
-            await self.db.set_stock(sku, on_hand, expected_version, self.node)
-        )
+        return self._committed(await self.db.set_stock(sku, on_hand, expected_version, self.node))
 
     async def place_order(
         self, items: Sequence[Json], customer_id: str | None, idempotency_key: str | None
@@ -92,15 +87,13 @@ class Store:
             self.counts[f"order:{exc.code.lower()}"] += 1
             raise
         self.counts["order:replayed" if result["replayed"] else "order:placed"] += 1
-        return await self._committed(result)
+        return self._committed(result)
 
     async def confirm_order(self, order_id: UUID) -> Json:
-        return await self._committed(await self.db.confirm_order(order_id, self.node))
+        return self._committed(await self.db.confirm_order(order_id, self.node))
 
     async def cancel_order(self, order_id: UUID) -> Json:
-        return await self._committed(await self.db.cancel_order(order_id, self.node))
+        return self._committed(await self.db.cancel_order(order_id, self.node))
 
     async def expire_holds(self) -> Json:
-        return await self._committed(
-            await self.db.expire_holds(self._settings.sweep_batch, self.node)
-        )
+        return self._committed(await self.db.expire_holds(self._settings.sweep_batch, self.node))

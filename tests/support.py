@@ -22,7 +22,6 @@ from database import Json, PostgresDatabase
 def node_settings(database_url: str, node_id: str = "node-test", **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "node_id": node_id,
-        "environment": "test",
         "database_url": SecretStr(database_url),
         "redis_url": None,
         "catchup_interval_seconds": 0.2,

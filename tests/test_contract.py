@@ -541,7 +541,7 @@ async def test_a_key_that_is_not_the_service_role_key_is_refused(
 
 
 def settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, environment="test", **values)
+    return Settings(_env_file=None, **values)
 
 
 SUPABASE = {"supabase_url": SUPABASE_URL, "supabase_service_role_key": SecretStr("sekret-key")}

@@ -24,6 +24,13 @@ begin
 end
 $$;
 
+-- A page size from a caller's limit: its default when null, within 1..p_max.
+create function private.page_size(p_limit integer, p_default integer, p_max integer)
+returns integer
+language sql immutable set search_path = '' as $$
+  select greatest(1, least(coalesce(p_limit, p_default), p_max))
+$$;
+
 create function private.product_json(p public.products) returns jsonb
 language sql stable set search_path = '' as $$
   select jsonb_build_object(
@@ -278,11 +285,11 @@ language sql stable security definer set search_path = '' as $$
     select p, p.sku from public.products p
      where p.deleted_at is null and (p_after is null or p.sku > p_after)
      order by p.sku
-     limit greatest(1, least(coalesce(p_limit, 50), 1000))
+     limit private.page_size(p_limit, 50, 1000)
   )
   select jsonb_build_object(
     'items', coalesce(jsonb_agg(private.product_json(page.p) order by page.sku), '[]'),
-    'next', case when count(*) = greatest(1, least(coalesce(p_limit, 50), 1000))
+    'next', case when count(*) = private.page_size(p_limit, 50, 1000)
                  then max(page.sku) end)
   from page
 $$;
@@ -542,7 +549,7 @@ create function public.list_orders(
 ) returns jsonb
 language plpgsql stable security definer set search_path = '' as $$
 declare
-  v_limit integer := greatest(1, least(coalesce(p_limit, 50), 200));
+  v_limit integer := private.page_size(p_limit, 50, 200);
   v_time timestamptz;
   v_id uuid;
 begin
@@ -588,7 +595,7 @@ returns jsonb
 language plpgsql stable security definer set search_path = '' as $$
 declare
   v_xmin xid8 := pg_snapshot_xmin(pg_current_snapshot());
-  v_limit integer := greatest(1, least(coalesce(p_limit, 1000), 10000));
+  v_limit integer := private.page_size(p_limit, 1000, 10000);
   v_txid xid8 := '0';
   v_seq bigint := 0;
   v_events jsonb;
@@ -636,11 +643,11 @@ language sql stable security definer set search_path = '' as $$
       from public.stock_events e join public.products p on p.id = e.product_id
      where (p_sku is null or e.sku = p_sku) and (p_before is null or e.seq < p_before)
      order by e.seq desc
-     limit greatest(1, least(coalesce(p_limit, 50), 500))
+     limit private.page_size(p_limit, 50, 500)
   )
   select jsonb_build_object(
     'items', coalesce(jsonb_agg(private.change_json(page.e, page.p) order by page.seq desc), '[]'),
-    'next', case when count(*) = greatest(1, least(coalesce(p_limit, 50), 500))
+    'next', case when count(*) = private.page_size(p_limit, 50, 500)
                  then min(page.seq) end)
   from page
 $$;
