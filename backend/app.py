@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from backend import errors, logs
+from backend import handlers, logs
 from backend.bus import RedisBus
 from backend.cache import StockCache
 from backend.hub import Hub
@@ -100,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    errors.install(app)
+    handlers.install(app)
     app.add_middleware(logs.RequestIdMiddleware)
     for router in (products.router, orders.router, live.router, health.router, metrics.router):
         app.include_router(router)

@@ -1,4 +1,8 @@
-"""Errors are values with a stable machine code, mapped to HTTP in one place.
+"""Errors are values with a stable machine code and the HTTP status that fits.
+
+This is the core's error type: the database layer, the sync and the hub raise
+it and know nothing of the web framework; `backend.handlers` turns it (and
+every other exception) into the one error body.
 
 The SQL functions raise SQLSTATE `PT<status>` with the code as message, JSON
 details as detail and a sentence as hint. asyncpg (`.sqlstate`) and PostgREST
@@ -8,11 +12,6 @@ PostgREST's own `PGRST...` codes go through the same table.
 
 import json
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 # SQLSTATEs that are not ours but can still reach a node.
 _SQLSTATE_ERRORS: dict[str, tuple[int, str, str]] = {
@@ -87,38 +86,3 @@ def from_database(
     if state.startswith("08") or state.startswith("57P"):
         return unavailable("the database is not reachable")
     return AppError(500, "DATABASE_ERROR", "the database failed", {"sqlstate": state})
-
-
-async def _app_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, AppError)
-    return JSONResponse(exc.body(), status_code=exc.status)
-
-
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    problems = [
-        {
-            "location": [str(part) for part in error["loc"]],
-            "problem": error["msg"],
-        }
-        for error in exc.errors()
-    ]
-    if any(error["type"] == "json_invalid" for error in exc.errors()):
-        error = AppError(422, "INVALID_JSON", "the body is not valid JSON", {"errors": problems})
-    else:
-        error = AppError(422, "VALIDATION_ERROR", "the request is not valid", {"errors": problems})
-    return JSONResponse(error.body(), status_code=422)
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 400: "BAD_REQUEST"}
-    code = codes.get(exc.status_code, "HTTP_ERROR")
-    error = AppError(exc.status_code, code, str(exc.detail))
-    return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
-
-
-def install(app: FastAPI) -> None:
-    app.add_exception_handler(AppError, _app_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
