@@ -35,7 +35,8 @@ class Database(ABC):
         """Where the database is, fit for logs: no password, no key."""
 
     @abstractmethod
-    async def connect(self) -> None: ...
+    async def connect(self) -> None:
+        """Open the pool or client; a no-op once open. Raises AppError 503 when unreachable."""
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -196,6 +197,8 @@ class PostgresDatabase(Database):
         return redact(self._dsn)
 
     async def connect(self) -> None:
+        if self._pool is not None:
+            return
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn,
@@ -278,6 +281,8 @@ class SupabaseDatabase(Database):
         return f"{redact(self._url)} (service role key not shown)"
 
     async def connect(self) -> None:
+        if self._client is not None:
+            return
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 5.0)),
             limits=httpx.Limits(

@@ -38,6 +38,8 @@ class BusStats:
     publish_failures: int = 0
     outbox_dropped: int = 0
     subscriptions: int = 0
+    subscribed: bool = False  # holding the subscription right now
+    problem: str | None = None  # why not, when not
 
 
 class RedisBus:
@@ -64,6 +66,7 @@ class RedisBus:
         )
         self._outbox: deque[str] = deque(maxlen=outbox_size)
         self._outbox_ready = asyncio.Event()
+        self._sending = asyncio.Lock()  # one batch in flight: a flush waits for it
         self._on_message = on_message
         self._on_subscribed = on_subscribed
 
@@ -82,17 +85,32 @@ class RedisBus:
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
-            while self._outbox:
-                batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 500))]
-                try:
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        for message in batch:
-                            pipe.publish(self.channel, message)
-                        await pipe.execute()
-                    self.stats.published += len(batch)
-                except (RedisError, OSError) as exc:
-                    self.stats.publish_failures += len(batch)
-                    log.warning("publish of %d changes failed: %s", len(batch), exc)
+            await self._drain()
+
+    async def flush(self, seconds: float) -> None:
+        """Publish what the outbox still holds (at shutdown), waiting at most `seconds`."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._drain()
+        except TimeoutError:
+            log.warning("%d changes left unpublished at shutdown", len(self._outbox))
+
+    async def _drain(self) -> None:
+        async with self._sending:
+            await self._send_all()
+
+    async def _send_all(self) -> None:
+        while self._outbox:
+            batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 500))]
+            try:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for message in batch:
+                        pipe.publish(self.channel, message)
+                    await pipe.execute()
+                self.stats.published += len(batch)
+            except (RedisError, OSError) as exc:
+                self.stats.publish_failures += len(batch)
+                log.warning("publish of %d changes failed: %s", len(batch), exc)
 
     async def run_listener(self) -> None:
         """Hold the subscription for as long as the node lives."""
@@ -102,7 +120,10 @@ class RedisBus:
             try:
                 await self._listen()
             except (RedisError, OSError) as exc:
+                self.stats.problem = f"cannot subscribe to Redis: {type(exc).__name__}: {exc}"
                 log.warning("bus subscription lost (%s); retrying in %.1fs", exc, delay)
+            finally:
+                self.stats.subscribed = False
             delay = 0.1 if self.stats.subscriptions > before else min(delay * 2, 5.0)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
@@ -112,6 +133,7 @@ class RedisBus:
             async for message in pubsub.listen():
                 if message["type"] == "subscribe":
                     self.stats.subscriptions += 1
+                    self.stats.subscribed, self.stats.problem = True, None
                     await self._subscribed()
                 elif message["type"] == "message":
                     self._deliver(message["data"])

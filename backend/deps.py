@@ -1,32 +1,46 @@
-"""Typed access to what the lifespan built, one line each."""
+"""Typed access to what the lifespan built, one line each.
+
+The dependencies are `async`: FastAPI runs a plain `def` dependency in a worker
+thread, which would cost a thread hop per request for a dictionary lookup.
+"""
 
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
 from backend.cache import StockCache
+from backend.errors import AppError
+from backend.node import Node
 from backend.settings import Settings
 from backend.store import Store
 from database import Database
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
-def _db(request: Request) -> Database:
+async def _node(request: Request) -> Node:
+    return cast(Node, request.state.node)
+
+
+async def _db(request: Request) -> Database:
     return cast(Database, request.state.db)
 
 
-def _store(request: Request) -> Store:
+async def _store(request: Request) -> Store:
     return cast(Store, request.state.store)
 
 
-def _cache(request: Request) -> StockCache:
+async def _cache(request: Request) -> StockCache:
+    """The catalog cache, once loaded: before that an empty cache would answer wrongly."""
+    if not cast(Node, request.state.node).loaded:
+        raise AppError(503, "NOT_READY", "this node is still loading the catalog; retry")
     return cast(StockCache, request.state.cache)
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
+NodeDep = Annotated[Node, Depends(_node)]
 DatabaseDep = Annotated[Database, Depends(_db)]
 StoreDep = Annotated[Store, Depends(_store)]
 CacheDep = Annotated[StockCache, Depends(_cache)]

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from backend.bus import RedisBus
 from backend.cache import Json, Outcome
 from backend.hub import Hub
+from backend.supervisor import Supervisor
 from backend.sync import Sync
 
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -46,16 +47,31 @@ class Metrics:
             committed = datetime.fromisoformat(change["committed_at"]).timestamp()
             self.lag.labels(source).observe(max(0.0, time.time() - committed))
 
-    def watch(self, counts: Counter[str], sync: Sync, bus: RedisBus | None, hub: Hub) -> None:
-        self.registry.register(_Readings(counts, sync, bus, hub))
+    def watch(
+        self,
+        counts: Counter[str],
+        sync: Sync,
+        bus: RedisBus | None,
+        hub: Hub,
+        supervisor: Supervisor,
+    ) -> None:
+        self.registry.register(_Readings(counts, sync, bus, hub, supervisor))
 
 
 class _Readings(Collector):
-    def __init__(self, counts: Counter[str], sync: Sync, bus: RedisBus | None, hub: Hub) -> None:
+    def __init__(
+        self,
+        counts: Counter[str],
+        sync: Sync,
+        bus: RedisBus | None,
+        hub: Hub,
+        supervisor: Supervisor,
+    ) -> None:
         self._counts = counts
         self._sync = sync
         self._bus = bus
         self._hub = hub
+        self._supervisor = supervisor
 
     def collect(self) -> Iterator[Metric]:
         orders = CounterMetricFamily(
@@ -69,6 +85,22 @@ class _Readings(Collector):
             (orders if kind == "order" else stock).add_metric([label], value)
         yield orders
         yield stock
+        restarts = CounterMetricFamily(
+            "orderflow_loop_restarts",
+            "Times a background loop failed and was started again",
+            labels=["loop"],
+        )
+        healthy = GaugeMetricFamily(
+            "orderflow_loop_healthy",
+            "1 while a background loop is neither failing nor stalled",
+            labels=["loop"],
+        )
+        now = time.monotonic()
+        for loop in self._supervisor.loops.values():
+            restarts.add_metric([loop.name], loop.restarts)
+            healthy.add_metric([loop.name], 0 if loop.problem(now) else 1)
+        yield restarts
+        yield healthy
         yield CounterMetricFamily(
             "orderflow_resyncs", "Full catalog reloads", value=self._sync.resyncs
         )

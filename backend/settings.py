@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     ws_heartbeat_seconds: float = Field(default=15.0, gt=0)
     ws_max_lifetime_seconds: float = Field(default=3600.0, gt=0)
     ws_max_pending: int = Field(default=10_000, ge=1)
+    # On SIGTERM: how long /ready fails before WebSocket clients are sent away
+    # (for a load balancer to notice), and how long they get to close.
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0, le=300)
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     @model_validator(mode="after")
     def _check_modes(self) -> "Settings":

@@ -1,19 +1,15 @@
 """Releases expired holds. Every node runs one; SKIP LOCKED keeps them out of each other's way."""
 
 import asyncio
-import logging
+from collections.abc import Callable
 
-from backend.errors import AppError
 from backend.store import Store
 
-log = logging.getLogger(__name__)
 
-
-async def sweep(store: Store, interval: float) -> None:
+async def sweep(store: Store, interval: float, beat: Callable[[], None]) -> None:
+    """Sweep every `interval` seconds; a failure ends it (the supervisor restarts it)."""
     while True:
-        try:
-            while (await store.expire_holds())["expired"]:
-                pass  # a full batch may mean more are due: go again at once
-        except AppError as exc:
-            log.warning("sweeping expired holds failed: %s", exc)
+        while (await store.expire_holds())["expired"]:
+            pass  # a full batch may mean more are due: go again at once
+        beat()
         await asyncio.sleep(interval)

@@ -75,14 +75,12 @@ class Sync:
             if len(events) < _PAGE or not moved:  # a full page of unsettled rows: next time
                 return read
 
-    async def run(self, interval: float) -> None:
-        """Catch up every `interval` seconds, for as long as the node lives."""
+    async def run(self, interval: float, beat: Callable[[], None]) -> None:
+        """Catch up every `interval` seconds; a failure ends it (the supervisor restarts it)."""
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self.catch_up()
-            except AppError as exc:
-                log.warning("catch-up failed: %s", exc)
+            await self.catch_up()
+            beat()
 
     def _reread(self, sku: str) -> None:
         """A version was skipped: fetch the product itself, once at a time per SKU."""

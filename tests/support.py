@@ -14,7 +14,8 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from backend.app import State, create_app
+from backend.app import create_app
+from backend.node import State
 from backend.settings import Settings
 from database import Json, PostgresDatabase
 
@@ -43,7 +44,7 @@ class Node:
 
     @property
     def state(self) -> State:
-        state: State = self.app.state.node
+        state: State = self.app.state.node.state
         return state
 
 
@@ -55,8 +56,12 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def run_node(settings: Settings) -> AsyncIterator[Node]:
-    """Run one node until the block ends; yield its client and its app."""
+async def run_node(settings: Settings, *, wait_loaded: bool = True) -> AsyncIterator[Node]:
+    """Run one node until the block ends; yield its client and its app.
+
+    A node starts before its database answers; by default this waits until it
+    has loaded the catalog, as a load balancer waits for `/ready`.
+    """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -70,6 +75,8 @@ async def run_node(settings: Settings) -> AsyncIterator[Node]:
                 task.result()
                 raise RuntimeError("node exited during startup")
             await asyncio.sleep(0.01)
+        if wait_loaded:
+            await eventually(lambda: app.state.node.loaded, 30, "the node loaded its catalog")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             yield Node(client, app)
     finally:

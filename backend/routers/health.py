@@ -5,9 +5,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from backend.deps import CacheDep, DatabaseDep, SettingsDep
-from backend.errors import AppError
-from backend.migrate import load_migrations
+from backend.deps import DatabaseDep, NodeDep, SettingsDep
 
 router = APIRouter(tags=["health"])
 
@@ -18,18 +16,13 @@ async def health(settings: SettingsDep) -> dict[str, Any]:
     return {"status": "ok", "node": settings.node_id}
 
 
-@router.get("/ready", responses={503: {"description": "Not ready"}})
-async def ready(db: DatabaseDep, cache: CacheDep, settings: SettingsDep) -> JSONResponse:
-    """The database answers and has every migration this node knows of."""
-    body: dict[str, Any] = {"node": settings.node_id, "mode": db.mode, "products": len(cache)}
-    try:
-        applied = set(await db.schema_versions())
-    except AppError as exc:
-        body |= {"ready": False, "problem": exc.message}
-        return JSONResponse(body, status_code=503)
-    missing = [m.version for m in load_migrations() if m.version not in applied]
-    body |= {"ready": not missing, "missing_migrations": missing}
-    return JSONResponse(body, status_code=503 if missing else 200)
+@router.get("/ready", responses={503: {"description": "Not ready: `problems` says why"}})
+async def ready(node: NodeDep) -> JSONResponse:
+    """Send this node traffic? The catalog is loaded, the database answers with every
+    migration this node knows of, Redis answered once, no background loop is failing
+    or stalled, and the node is not shutting down. `problems` lists what is not so."""
+    ok, body = await node.readiness()
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/info")

@@ -1,0 +1,203 @@
+"""One store node: what it holds, how it starts, how it stops, and whether it is ready.
+
+A node starts before its database and Redis answer: `/health` says the process
+is up at once, `/ready` says 503 with the reason, and a start-up step retries
+with backoff until the catalog is loaded; only then do the catch-up, the
+sweeper and the bus listener run. Every loop is supervised (`Supervisor`).
+Stopping runs the other way: not ready, WebSocket clients told to reconnect,
+loops stopped, the bus outbox flushed, connections closed.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, TypedDict
+
+from backend.bus import RedisBus
+from backend.cache import StockCache
+from backend.errors import AppError
+from backend.hub import Hub
+from backend.metrics import Metrics
+from backend.migrate import load_migrations
+from backend.settings import Settings
+from backend.store import Store
+from backend.supervisor import Supervisor
+from backend.sweeper import sweep
+from backend.sync import Sync
+from database import Database
+
+log = logging.getLogger(__name__)
+
+_FLUSH_SECONDS = 5.0
+
+
+class State(TypedDict):
+    """What the lifespan hands to every request (`request.state`)."""
+
+    node: "Node"
+    db: Database
+    cache: StockCache
+    store: Store
+    hub: Hub
+    bus: RedisBus | None
+    metrics: Metrics
+
+
+class Node:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.cache = StockCache()
+        self.sync = Sync(db, self.cache)
+        self.store = Store(db, self.sync, settings)
+        self.hub = Hub(settings.node_id, self.cache, db.get_order, settings.ws_max_pending)
+        self.metrics = Metrics()
+        self.supervisor = Supervisor()
+        self.bus = self._bus()
+        self.loaded = False  # the first full catalog load is done: reads are served
+        self.draining = False
+        self.sync.listen(self.metrics.on_change)
+        self.sync.listen(self.hub.on_change)
+        self.sync.on_resync(self.hub.resync_all)
+        if self.bus is not None:
+            self.store.publish = self.bus.publish
+        self.metrics.watch(self.store.counts, self.sync, self.bus, self.hub, self.supervisor)
+
+    @property
+    def state(self) -> State:
+        return {
+            "node": self,
+            "db": self.db,
+            "cache": self.cache,
+            "store": self.store,
+            "hub": self.hub,
+            "bus": self.bus,
+            "metrics": self.metrics,
+        }
+
+    def _bus(self) -> RedisBus | None:
+        """The Redis bus, delivering into `sync`; None without REDIS_URL (ledger catch-up only).
+
+        The first subscription catches up on what was committed since the
+        catalog was loaded; every later one means messages may have been lost
+        meanwhile: a full resync.
+        """
+        settings = self.settings
+        if not settings.redis_url:
+            return None
+        return RedisBus(
+            settings.redis_url,
+            settings.node_id,
+            prefix=settings.channel_prefix,
+            outbox_size=settings.bus_outbox_size,
+            on_message=lambda change: self.sync.apply([change], "bus"),
+            on_subscribed=lambda count: self.sync.resync() if count > 1 else self.sync.catch_up(),
+        )
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[State]:
+        """Run the node's loops for as long as the block lasts, then stop it cleanly."""
+        try:
+            async with self.supervisor:
+                if self.bus is not None:
+                    self.supervisor.start("bus-publisher", self.bus.run_publisher)
+                self.supervisor.start("startup", self._start, once=True, backoff_most=5.0)
+                yield self.state
+                await self._stop()
+        finally:
+            if self.bus is not None:
+                await self.bus.close()
+            await self.db.close()
+
+    async def _start(self) -> None:
+        """Connect, load the catalog, then start the loops that need it. Retried until done."""
+        await self.db.connect()
+        await self.sync.resync()
+        self.loaded = True
+        settings = self.settings
+        stall = 30.0
+        self.supervisor.start(
+            "catch-up",
+            lambda: self.sync.run(settings.catchup_interval_seconds, self._beat("catch-up")),
+            stall_after=stall + settings.catchup_interval_seconds,
+            backoff_most=2.0,
+        )
+        self.supervisor.start(
+            "sweeper",
+            lambda: sweep(self.store, settings.sweep_interval_seconds, self._beat("sweeper")),
+            stall_after=stall + settings.sweep_interval_seconds,
+            backoff_most=5.0,
+        )
+        if self.bus is not None:
+            self.supervisor.start("bus-listener", self.bus.run_listener)
+        log.info(
+            "node %s serving %d products (%s mode, %s)",
+            settings.node_id,
+            len(self.cache),
+            self.db.mode,
+            f"bus {self.bus.channel}" if self.bus else "no bus: ledger catch-up only",
+        )
+
+    def _beat(self, name: str) -> Any:
+        return lambda: self.supervisor.beat(name)
+
+    async def drain(self) -> None:
+        """On SIGTERM, before the server stops: not ready, then clients sent elsewhere.
+
+        The delay lets a load balancer see `/ready` fail before connections close.
+        """
+        self.draining = True
+        await asyncio.sleep(self.settings.shutdown_delay_seconds)
+        if hasattr(self.hub, 'shutdown'):  # TEMP
+            await self.hub.shutdown(self.settings.shutdown_timeout_seconds)
+
+    async def _stop(self) -> None:
+        """After the last request: what was committed is published before the bus closes."""
+        self.draining = True
+        if hasattr(self.hub, 'shutdown'):  # TEMP
+            await self.hub.shutdown(self.settings.shutdown_timeout_seconds)
+        if self.bus is not None:
+            await self.bus.flush(_FLUSH_SECONDS)
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether a load balancer should send this node traffic, and every reason not."""
+        problems = self.supervisor.problems()
+        if self.draining:
+            problems.insert(0, "shutting down")
+        if not self.loaded and not problems:
+            problems.append("loading the catalog")
+        missing: list[str] = []
+        if self.loaded:
+            try:
+                applied = set(await self.db.schema_versions())
+                missing = [m.version for m in load_migrations() if m.version not in applied]
+            except AppError as exc:
+                problems.append(f"database: {exc.message}")
+        if missing:
+            problems.append(f"migrations missing: {', '.join(missing)}")
+        bus = self._bus_status()
+        if self.bus is not None and self.bus.stats.subscriptions == 0:
+            problems.append(f"bus: {bus}")
+        body = {
+            "ready": not problems,
+            "node": self.settings.node_id,
+            "mode": self.db.mode,
+            "products": len(self.cache),
+            "problems": problems,
+            "missing_migrations": missing,
+            "bus": bus,
+            "loops": {
+                loop.name: {"state": loop.state, "restarts": loop.restarts, "error": loop.error}
+                for loop in self.supervisor.loops.values()
+            },
+        }
+        return not problems, body
+
+    def _bus_status(self) -> str:
+        if self.bus is None:
+            return "none: ledger catch-up only"
+        stats = self.bus.stats
+        if stats.subscribed:
+            return "subscribed"
+        return stats.problem or "connecting to Redis"
