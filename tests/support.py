@@ -4,7 +4,7 @@ import asyncio
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +103,18 @@ async def ledger_on_hand(db: PostgresDatabase, sku: str) -> int:
         if page["next"] is None:
             return int(total)
         before = page["next"]
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    """Poll an async check (a request to another process) until it holds."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"{what} did not hold within {within}s") from None
 
 
 async def eventually(check: Callable[[], bool], within: float, what: str = "condition") -> float:

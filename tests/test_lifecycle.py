@@ -1,7 +1,6 @@
 """A node's life: it starts before its servers, its loops survive failures, an
 unexpected error is one logged 500, and it stops without losing a thing."""
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,7 +10,7 @@ import pytest
 
 from backend.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.proxy import forward
-from tests.support import eventually, node_settings, run_node
+from tests.support import eventually, node_settings, run_node, until
 
 
 async def ready(client: httpx.AsyncClient) -> tuple[int, list[str]]:
@@ -20,9 +19,10 @@ async def ready(client: httpx.AsyncClient) -> tuple[int, list[str]]:
 
 
 async def until_ready(client: httpx.AsyncClient, within: float) -> None:
-    async with asyncio.timeout(within):
-        while (await ready(client))[0] != 200:
-            await asyncio.sleep(0.05)
+    async def is_ready() -> bool:
+        return (await ready(client))[0] == 200
+
+    await until(is_ready, within, "the node is ready")
 
 
 def url_on_port(url: str, old: int, new: int) -> str:
@@ -87,8 +87,9 @@ async def break_function(conn: asyncpg.Connection, signature: str, body: str) ->
 async def mend_function(conn: asyncpg.Connection, signature: str) -> None:
     name = signature.split("(")[0]
     await conn.execute(f"drop function public.{signature}")
-    await conn.execute(f"alter function public.{name}_real({signature.split('(', 1)[1]}"
-                       f" rename to {name}")
+    await conn.execute(
+        f"alter function public.{name}_real({signature.split('(', 1)[1]} rename to {name}"
+    )
 
 
 async def test_a_failing_loop_is_restarted_named_by_ready_and_counted(

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis.asyncio as redis
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from backend.bus import CHANNEL
 from backend.embedded import EmbeddedRedis, free_port
+from tests.support import until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,17 +37,19 @@ async def node_process(
     }
     log = (tmp_path / "node.log").open("wb")
     command = [sys.executable, "-m", "uvicorn", "backend.main:app", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+    process = await asyncio.to_thread(
+        subprocess.Popen, command, cwd=ROOT, env=env, stdout=log, stderr=log
+    )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            async with asyncio.timeout(30):
-                while True:
-                    try:
-                        if (await client.get("/ready")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.1)
+
+            async def is_ready() -> bool:
+                try:
+                    return (await client.get("/ready")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await until(is_ready, 30, "the node is ready")
             yield process, client, port
     finally:
         if process.poll() is None:
@@ -83,19 +85,17 @@ async def test_sigterm_drains_before_the_node_exits(
             assert not write.done()
 
             process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(5):
-                while (ready := await client.get("/ready")).status_code == 200:
-                    await asyncio.sleep(0.05)
-            assert ready.status_code == 503
-            assert "shutting down" in ready.json()["problems"]
+
+            async def not_ready() -> bool:
+                response = await client.get("/ready")
+                return response.status_code == 503 and "shutting down" in response.text
+
+            await until(not_ready, 5, "/ready fails once the node is stopping")
 
             async with asyncio.timeout(10):
-                messages = []
-                with pytest.raises(ConnectionClosed) as closed:
-                    while True:
-                        messages.append(json.loads(await ws.recv()))
-            assert {"type": "reconnect", "reason": "shutdown"} in messages
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+                messages = [json.loads(m) async for m in ws]  # until the node closes it
+            assert messages[-1] == {"type": "reconnect", "reason": "shutdown"}
+            assert ws.close_code == 1012
 
             await lock.commit()  # the write finishes after the node started stopping
             response = await write
@@ -107,9 +107,7 @@ async def test_sigterm_drains_before_the_node_exits(
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
                 if message is not None and json.loads(message["data"])["seq"] == seq:
                     break
-        async with asyncio.timeout(15):
-            while process.poll() is None:
-                await asyncio.sleep(0.05)
+        await asyncio.to_thread(process.wait, 15)
         assert process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
     finally:
         await blocker.close()
