@@ -1,0 +1,1 @@
+"""Who is calling, and what they may do: identities, tokens, API keys and the route policy."""
