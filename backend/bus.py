@@ -1,5 +1,8 @@
 """The Redis Pub/Sub bus on the channel `inventory_updates`: one JSON object per changed product.
 
+Every message is sealed with the nodes' shared key (`backend.seal`): one that
+is unsigned, forged or altered is dropped and counted, never applied.
+
 Pub/Sub is at-most-once, and that is all the bus promises: the ledger catch-up
 repairs what it loses. So publishing never blocks or fails a write: changes go
 to a bounded outbox that one task drains in pipelines, dropping the oldest when
@@ -11,6 +14,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +23,13 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from backend.seal import seal, unseal
+
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 CHANNEL = "inventory_updates"
+_WARN_EVERY = 60.0
 
 
 @dataclass
@@ -39,6 +46,7 @@ class BusStats:
     outbox_dropped: int = 0
     subscriptions: int = 0
     subscribed: bool = False  # holding the subscription right now
+    rejected: int = 0  # messages whose seal was missing or wrong
     problem: str | None = None  # why not, when not
 
 
@@ -48,6 +56,7 @@ class RedisBus:
         url: str,
         node_id: str,
         *,
+        key: bytes,
         prefix: str = "",
         outbox_size: int = 10_000,
         on_message: Callable[[Json], None],
@@ -69,6 +78,8 @@ class RedisBus:
         self._sending = asyncio.Lock()  # one batch in flight: a flush waits for it
         self._on_message = on_message
         self._on_subscribed = on_subscribed
+        self._key = key
+        self._warned_at = -_WARN_EVERY
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -78,7 +89,7 @@ class RedisBus:
         for change in changes:
             if len(self._outbox) == self._outbox.maxlen:
                 self.stats.outbox_dropped += 1
-            self._outbox.append(json.dumps(change, separators=(",", ":")))
+            self._outbox.append(seal(json.dumps(change, separators=(",", ":")), self._key))
         self._outbox_ready.set()
 
     async def run_publisher(self) -> None:
@@ -145,14 +156,26 @@ class RedisBus:
             log.exception("resync after subscribing failed")
 
     def _deliver(self, data: bytes) -> None:
+        text = unseal(data, self._key)
+        if text is None:
+            self.stats.rejected += 1
+            self._warn("dropped a message on %s whose seal is missing or wrong", self.channel)
+            return
         try:
-            change = json.loads(data)
+            change = json.loads(text)
         except ValueError:
-            log.warning("dropped a message that is not JSON on %s", self.channel)
+            self._warn("dropped a sealed message that is not JSON on %s", self.channel)
             return
         if not isinstance(change, dict) or self.faults.drop(change):
             return
         try:
             self._on_message(change)
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("dropped a malformed change on %s: %s", self.channel, exc)
+            self._warn("dropped a malformed change on %s: %s", self.channel, exc)
+
+    def _warn(self, message: str, *args: object) -> None:
+        """At most one warning a minute: whoever floods the channel cannot flood the log."""
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            log.warning(message + " (%d rejected so far)", *args, self.stats.rejected)

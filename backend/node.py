@@ -44,6 +44,13 @@ class State(TypedDict):
     metrics: Metrics
 
 
+def bus_key(settings: Settings) -> bytes:
+    if settings.bus_key is None:
+        log.warning("BUS_KEY is not set: bus messages are sealed with a well-known key")
+        return b"orderflow-insecure-bus-key"
+    return settings.bus_key.get_secret_value().encode()
+
+
 class Node:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
@@ -89,6 +96,7 @@ class Node:
         return RedisBus(
             settings.redis_url,
             settings.node_id,
+            key=bus_key(settings),
             prefix=settings.channel_prefix,
             outbox_size=settings.bus_outbox_size,
             on_message=lambda change: self.sync.apply([change], "bus"),
@@ -149,13 +157,13 @@ class Node:
         """
         self.draining = True
         await asyncio.sleep(self.settings.shutdown_delay_seconds)
-        if hasattr(self.hub, 'shutdown'):  # TEMP
+        if hasattr(self.hub, "shutdown"):  # TEMP
             await self.hub.shutdown(self.settings.shutdown_timeout_seconds)
 
     async def _stop(self) -> None:
         """After the last request: what was committed is published before the bus closes."""
         self.draining = True
-        if hasattr(self.hub, 'shutdown'):  # TEMP
+        if hasattr(self.hub, "shutdown"):  # TEMP
             await self.hub.shutdown(self.settings.shutdown_timeout_seconds)
         if self.bus is not None:
             await self.bus.flush(_FLUSH_SECONDS)

@@ -37,7 +37,23 @@ class Settings(BaseSettings):
     supabase_service_role_key: SecretStr | None = None
     supabase_timeout: float = Field(default=10.0, gt=0)
 
+    # Who may call: Supabase Auth JWTs (the legacy HS256 secret and/or the
+    # project's JWKS, by default <SUPABASE_URL>/auth/v1/.well-known/jwks.json)
+    # and API keys; anonymous callers may read the catalog unless PUBLIC_CATALOG=false.
+    supabase_jwt_secret: SecretStr | None = None
+    auth_jwks_url: str | None = None
+    auth_issuer: str | None = None
+    public_catalog: bool = True
+    metrics_token: SecretStr | None = None
+    allowed_origins: str = Field(default="", description="comma-separated browser origins")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    rate_limit_writes_per_minute: int = Field(default=600, ge=0, description="0: no limit")
+    ws_max_per_address: int = Field(default=200, ge=1)
+    ws_max_follows: int = Field(default=100, ge=1)
+
     redis_url: str | None = None
+    # The key every node seals its bus messages with and checks others' against.
+    bus_key: SecretStr | None = None
     channel_prefix: str = Field(default="", max_length=64)
 
     hold_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
@@ -69,6 +85,26 @@ class Settings(BaseSettings):
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
         return self
+
+    @property
+    def jwks_url(self) -> str | None:
+        if self.auth_jwks_url:
+            return self.auth_jwks_url
+        if self.supabase_url:
+            return f"{self.supabase_url.rstrip('/')}/auth/v1/.well-known/jwks.json"
+        return None
+
+    @property
+    def jwt_issuer(self) -> str | None:
+        if self.auth_issuer:
+            return self.auth_issuer
+        if self.supabase_url:
+            return f"{self.supabase_url.rstrip('/')}/auth/v1"
+        return None
+
+    @property
+    def origins(self) -> list[str]:
+        return [origin.strip() for origin in self.allowed_origins.split(",") if origin.strip()]
 
     @property
     def fee_bps(self) -> int:

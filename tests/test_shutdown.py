@@ -111,5 +111,5 @@ async def test_sigterm_drains_before_the_node_exits(
         assert process.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
     finally:
         await blocker.close()
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
         await bus.aclose()
