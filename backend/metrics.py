@@ -120,6 +120,11 @@ class _Readings(Collector):
                 value=stats.publish_failures + stats.outbox_dropped,
             )
             yield CounterMetricFamily(
+                "orderflow_bus_rejected",
+                "Bus messages dropped because their seal was missing or wrong",
+                value=stats.rejected,
+            )
+            yield CounterMetricFamily(
                 "orderflow_bus_subscriptions",
                 "Times the bus subscription was (re)established",
                 value=stats.subscriptions,
