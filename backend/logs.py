@@ -32,6 +32,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _OneLine(logging.Filter):
+    """A library's expected trouble (asyncpg retrying its pool while the database is
+    away) in one line with the error, not a traceback a second."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
 def configure(node_id: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(node_id))
@@ -42,6 +54,7 @@ def configure(node_id: str, level: str) -> None:
         logger.handlers = [handler]
         logger.propagate = False
     logging.getLogger().setLevel(level.upper())
+    logging.getLogger("asyncpg.pool").addFilter(_OneLine())
 
 
 class RequestIdMiddleware:

@@ -9,32 +9,16 @@ query that never returns) shows as stalled. `/ready` reports both.
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from backend.backoff import Backoff
 from backend.errors import AppError
 
 log = logging.getLogger(__name__)
 
 Loop = Callable[[], Awaitable[None]]
-
-
-@dataclass
-class Backoff:
-    """Exponential delays with jitter: `first`, doubling up to `most`."""
-
-    first: float = 0.1
-    most: float = 10.0
-    _next: float = field(default=0.0, init=False)
-
-    def reset(self) -> None:
-        self._next = 0.0
-
-    def delay(self) -> float:
-        self._next = self.first if self._next == 0 else min(self._next * 2, self.most)
-        return self._next * random.uniform(0.8, 1.2)
 
 
 @dataclass
@@ -105,7 +89,7 @@ class Supervisor:
         """
         assert self._group is not None, "start loops inside `async with supervisor`"
         self.loops[name] = LoopHealth(name, stall_after)
-        backoff = Backoff(most=backoff_most or self._backoff_most)
+        backoff = Backoff(first=0.1, most=backoff_most or self._backoff_most)
         job = self._keep(self.loops[name], loop, backoff, once)
         self._tasks.append(self._group.create_task(job, name=name))
 
@@ -127,8 +111,6 @@ class Supervisor:
             except Exception as exc:
                 health.error = f"{type(exc).__name__}: {exc}"
                 log.exception("background loop %s failed; restarting it", health.name)
-            if time.monotonic() - started > 60:
-                backoff.reset()  # it ran well for a while: this is a new failure
             health.state = "failing"
             health.restarts += 1
-            await asyncio.sleep(backoff.delay())
+            await asyncio.sleep(backoff.delay(uptime=time.monotonic() - started))

@@ -6,16 +6,7 @@ import logging
 import pytest
 
 from backend.errors import AppError
-from backend.supervisor import Backoff, Supervisor
-
-
-def test_backoff_doubles_up_to_its_ceiling_and_resets() -> None:
-    backoff = Backoff(first=1.0, most=4.0)
-    delays = [backoff.delay() for _ in range(5)]
-    for delay, nominal in zip(delays, [1, 2, 4, 4, 4], strict=True):
-        assert nominal * 0.8 <= delay <= nominal * 1.2
-    backoff.reset()
-    assert backoff.delay() <= 1.2
+from backend.supervisor import Supervisor
 
 
 async def test_a_loop_that_raises_is_logged_counted_and_started_again(

@@ -71,6 +71,8 @@ class EmbeddedPostgres:
     but a crash of the machine can corrupt the data.
     """
 
+    name = "Postgres"
+
     def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
@@ -78,10 +80,27 @@ class EmbeddedPostgres:
         self.pgdata = self.data_dir / "pgdata"
         self.log_file = self.data_dir / "postgres.log"
         self.socket_dir = self.data_dir / "run"
+        self._pid: int | None = None  # the postmaster's, once started or adopted
 
     @property
     def url(self) -> str:
         return self.database_url("postgres")
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    def ended(self) -> str | None:
+        """None while the postmaster we started or adopted runs; else that it is gone.
+
+        pg_ctl detaches the postmaster, so it is not our child: no exit code to tell.
+        """
+        if self._pid is not None and self._is_our_postmaster(self._pid):
+            return None
+        return "is no longer running"
+
+    def ready(self) -> bool:
+        return self.ended() is None  # `start()` returns once it accepts connections
 
     def database_url(self, database: str) -> str:
         return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{database}"
@@ -101,10 +120,12 @@ class EmbeddedPostgres:
             require_free_port(self.port, "Postgres")
             self._pg_ctl_start()
         self._wait_ready()
+        self._pid = self._pid_file()[0] or None
 
     def stop(self) -> None:
         """Fast shutdown: roll back open transactions, disconnect clients, exit."""
         port = self._running_port()
+        self._pid = None
         if port is None:
             return
         for mode in ("fast", "immediate"):
@@ -167,16 +188,20 @@ class EmbeddedPostgres:
         if not pid_file.exists():
             return None
         code, _ = self._run("pg_ctl", "status", "-D", str(self.pgdata))
-        try:  # lines: pid, data directory, start time, port, ...
-            lines = pid_file.read_text().splitlines()
-            pid, port = int(lines[0]), int(lines[3])
-        except (OSError, ValueError, IndexError):
-            pid = port = 0
+        pid, port = self._pid_file()
         if code == 0 and pid and self._is_our_postmaster(pid):
             return port
         log.info("removing a stale %s", pid_file)
         pid_file.unlink(missing_ok=True)
         return None
+
+    def _pid_file(self) -> tuple[int, int]:
+        """The postmaster's pid and port from postmaster.pid; zeros if unreadable."""
+        try:  # lines: pid, data directory, start time, port, ...
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+            return int(lines[0]), int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return 0, 0
 
     def _is_our_postmaster(self, pid: int) -> bool:
         try:

