@@ -167,6 +167,28 @@ class Database(ABC):
         versions: list[str] = await self.call("schema_versions")
         return versions
 
+    # API keys
+
+    async def create_api_key(
+        self, public_id: str, key_hash: str, name: str, scopes: Sequence[str]
+    ) -> Json:
+        return await self._document(
+            "create_api_key",
+            public_id=public_id,
+            key_hash=key_hash,
+            name=name,
+            scopes=list(scopes),
+        )
+
+    async def list_api_keys(self) -> Json:
+        return await self._document("list_api_keys")
+
+    async def revoke_api_key(self, key_id: UUID) -> Json:
+        return await self._document("revoke_api_key", key_id=str(key_id))
+
+    async def authenticate_api_key(self, public_id: str, key_hash: str) -> Json:
+        return await self._document("authenticate_api_key", public_id=public_id, key_hash=key_hash)
+
 
 class PostgresDatabase(Database):
     """asyncpg pool against any Postgres: embedded, self-hosted or Supabase's."""

@@ -69,19 +69,24 @@ class StockCache:
     def all(self) -> list[Json]:
         return [self._products[sku] for sku in self._skus]
 
-    def load(self, products: list[Json]) -> None:
+    def load(self, products: list[Json], tombstones: list[Json]) -> None:
         """Merge a full snapshot: what it lacks is forgotten, what we hold newer is kept.
 
-        A product created after the snapshot was taken is forgotten too; the
-        catch-up that follows every load brings it back.
+        The snapshot names every SKU the database knows: its live product, or
+        the tombstone of its latest, deleted one. Keeping the tombstones' stamps
+        is what makes a late change of a deleted product stale instead of
+        bringing it back. A product created after the snapshot was taken is
+        forgotten; the catch-up that follows every load brings it back.
         """
-        fresh = {product["sku"] for product in products}
+        known = {product["sku"] for product in products} | {dead["sku"] for dead in tombstones}
         for sku in list(self._stamps):
-            if sku not in fresh:
+            if sku not in known:
                 self._remove(sku)
                 del self._stamps[sku]
         for product in products:
             self._load_one(product)
+        for dead in tombstones:
+            self._bury(dead)
 
     def _load_one(self, product: Json) -> None:
         """Take a product as read from the database, if it is newer than ours."""
@@ -89,6 +94,14 @@ class StockCache:
         held = self._stamps.get(product["sku"])
         if held is None or stamp > held:
             self._put(product, stamp)
+
+    def _bury(self, tombstone: Json) -> None:
+        """Take a deletion as read from the database, if it is newer than what we hold."""
+        stamp = _Stamp(tombstone["product_id"], tombstone["version"])
+        held = self._stamps.get(tombstone["sku"])
+        if held is None or stamp > held:
+            self._remove(tombstone["sku"])
+            self._stamps[tombstone["sku"]] = stamp
 
     def apply(self, change: Json) -> Outcome:
         sku = change["sku"]

@@ -16,13 +16,13 @@ from database import Database
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Json, Outcome, str], None]
-_PAGE = 1000
 
 
 class Sync:
-    def __init__(self, db: Database, cache: StockCache) -> None:
+    def __init__(self, db: Database, cache: StockCache, *, page_size: int = 1000) -> None:
         self.db = db
         self.cache = cache
+        self.page_size = page_size
         self.cursor: str | None = None
         self.resyncs = 0
         self.rereads = 0
@@ -41,18 +41,23 @@ class Sync:
         self._resync_listeners.append(listener)
 
     def apply(self, changes: Iterable[Json], source: str) -> None:
+        """Offer changes to the cache; a skipped version makes us re-read that product.
+
+        A re-read's answer is the product's latest state, so its own jump over
+        versions is expected and asks for nothing more.
+        """
         for change in changes:
             outcome = self.cache.apply(change)
             for listener in self._listeners:
                 listener(change, outcome, source)
-            if outcome is Outcome.GAP:
+            if outcome is Outcome.GAP and source != "reread":
                 self._reread(change["sku"])
 
     async def resync(self) -> None:
         """Reload the whole catalog, then catch up from the snapshot's cursor."""
         async with self._reading:
             snapshot = await self.db.catalog_snapshot()
-            self.cache.load(snapshot["products"])
+            self.cache.load(snapshot["products"], snapshot["tombstones"])
             self.cursor = snapshot["cursor"]
             self.resyncs += 1
             for listener in self._resync_listeners:
@@ -65,14 +70,21 @@ class Sync:
             return await self._catch_up()
 
     async def _catch_up(self) -> int:
+        """Page through the ledger up to the snapshot of the first page.
+
+        Each page is applied and its cursor kept before the next is asked for,
+        so a failure loses nothing and repeats nothing. Rows come in
+        transaction order, which is not always a product's version order:
+        sorting a page by version spares needless gap re-reads.
+        """
         read = 0
         while True:
-            page = await self.db.stock_events_since(self.cursor, _PAGE)
+            page = await self.db.stock_events_since(self.cursor, self.page_size)
             events = sorted(page["events"], key=lambda e: (e["product_id"], e["version"]))
             self.apply(events, "ledger")
-            moved, self.cursor = page["cursor"] != self.cursor, page["cursor"]
+            self.cursor = page["cursor"]
             read += len(events)
-            if len(events) < _PAGE or not moved:  # a full page of unsettled rows: next time
+            if not page["more"]:
                 return read
 
     async def run(self, interval: float, beat: Callable[[], None]) -> None:

@@ -1,6 +1,7 @@
 """Real nodes for tests: the app served by uvicorn on a loopback socket, in this event loop."""
 
 import asyncio
+import json
 import socket
 import time
 import uuid
@@ -16,8 +17,16 @@ from pydantic import SecretStr
 
 from backend.app import create_app
 from backend.node import State
+from backend.seal import seal
 from backend.settings import Settings
 from database import Json, PostgresDatabase
+
+BUS_KEY = "test-bus-key"  # what test nodes seal their bus messages with
+
+
+def sealed(change: Json) -> str:
+    """A change as a node would publish it."""
+    return seal(json.dumps(change, separators=(",", ":")), BUS_KEY.encode())
 
 
 def node_settings(database_url: str, node_id: str = "node-test", **overrides: Any) -> Settings:
@@ -28,6 +37,7 @@ def node_settings(database_url: str, node_id: str = "node-test", **overrides: An
         "catchup_interval_seconds": 0.2,
         "sweep_interval_seconds": 0.2,
         "db_pool_max": 10,
+        "bus_key": SecretStr(BUS_KEY),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

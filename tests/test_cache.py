@@ -88,7 +88,24 @@ def test_a_snapshot_keeps_what_is_newer_and_forgets_what_it_lacks() -> None:
             "version": 1,
         },
     ]
-    cache.load(snapshot)
+    cache.load(snapshot, [])
     assert cache.get("A")["on_hand"] == 7  # type: ignore[index]
     assert cache.get("B")["on_hand"] == 2  # type: ignore[index]
     assert cache.get("GONE") is None
+    assert cache.apply(change("GONE", 1, 1, product_id=9)) is Outcome.APPLIED  # unknown: taken
+
+
+def test_a_snapshot_tombstone_outlives_the_load_and_makes_older_changes_stale() -> None:
+    cache = StockCache()
+    cache.apply(change("A", 1, 5))  # the delete's message was lost
+    cache.load([], [{"sku": "A", "product_id": 1, "version": 3}])
+    assert (cache.get("A"), cache.version_of("A"), len(cache)) == (None, 3, 0)
+    assert cache.apply(change("A", 2, 5)) is Outcome.STALE  # a late message of the old product
+    assert cache.apply(change("A", 1, 6, product_id=2)) is Outcome.APPLIED  # created again
+
+
+def test_a_tombstone_older_than_what_the_cache_holds_changes_nothing() -> None:
+    cache = StockCache()
+    cache.apply(change("A", 1, 4, product_id=2))  # created again after the snapshot was taken
+    cache.load([], [{"sku": "A", "product_id": 1, "version": 3}])
+    assert (cache.get("A")["on_hand"], cache.version_of("A")) == (4, 1)  # type: ignore[index]

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import httpx
 import pydantic
 import pytest
@@ -163,6 +164,27 @@ async def test_catalog_snapshot_is_every_live_product_and_a_cursor(db: Database)
     assert (await db.stock_events_since(snapshot["cursor"], 100))["events"] == []
 
 
+async def test_catalog_snapshot_has_a_tombstone_for_each_sku_whose_latest_product_is_deleted(
+    db: Database,
+) -> None:
+    gone = await make_product(db, sku="GONE")
+    await db.delete_product("GONE", "test")
+    await make_product(db, sku="BACK")
+    await db.delete_product("BACK", "test")
+    back = await make_product(db, sku="BACK")
+    await make_product(db, sku="TWICE")
+    await db.delete_product("TWICE", "test")
+    twice = await make_product(db, sku="TWICE")
+    await db.adjust_stock("TWICE", 1, "restock", "test")
+    await db.delete_product("TWICE", "test")
+    snapshot = await db.catalog_snapshot()
+    assert snapshot["products"] == [back]
+    assert snapshot["tombstones"] == [
+        {"sku": "GONE", "product_id": gone["id"], "version": 2},
+        {"sku": "TWICE", "product_id": twice["id"], "version": 3},
+    ]
+
+
 # Stock
 
 
@@ -260,6 +282,65 @@ async def test_an_order_is_refused_whole(db: Database) -> None:
     assert (await db.get_product(fine["sku"]))["reserved"] == 0
 
 
+async def blocked_by(database_url: str, session: asyncpg.Connection) -> None:
+    """Wait until another backend waits for a lock `session` holds (no event says so)."""
+    watcher = await asyncpg.connect(database_url)
+    try:
+        query = "select count(*) from pg_stat_activity where $1 = any(pg_blocking_pids(pid))"
+        async with asyncio.timeout(10):
+            while True:
+                if await watcher.fetchval(query, session.get_server_pid()):
+                    return
+                await asyncio.sleep(0.01)
+    finally:
+        await watcher.close()
+
+
+async def test_an_order_waiting_on_a_sku_deleted_and_created_again_touches_no_row_it_did_not_lock(
+    db: Database, database_url: str
+) -> None:
+    await make_product(db, on_hand=5, sku="RACE")
+    other = await make_product(db, on_hand=5)
+    admin = await asyncpg.connect(database_url)
+    try:
+        async with admin.transaction():
+            await admin.fetchval("select public.delete_product('RACE', 'admin')")
+            await admin.fetchval("select public.create_product('RACE', 'Again', 100, 5, 1, 'a')")
+            order = asyncio.ensure_future(place(db, [("RACE", 1), (other["sku"], 1)]))
+            await blocked_by(database_url, admin)
+        assert await refusal(order) == (422, "UNKNOWN_SKU", {"skus": ["RACE"]})
+    finally:
+        await admin.close()
+    again = await db.get_product("RACE")
+    assert (again["reserved"], again["version"]) == (0, 1)
+    assert (await db.get_product(other["sku"]))["reserved"] == 0
+    assert [e["reason"] for e in (await db.list_stock_events("RACE", None, 10))["items"]] == [
+        "created",
+        "deleted",
+        "created",
+    ]
+
+
+async def test_an_order_checks_the_stock_it_locked_as_committed_while_it_waited(
+    db: Database, database_url: str
+) -> None:
+    sku = (await make_product(db, on_hand=5))["sku"]
+    admin = await asyncpg.connect(database_url)
+    try:
+        async with admin.transaction():
+            await admin.fetchval("select public.adjust_stock($1, -3, 'damage', 'admin')", sku)
+            order = asyncio.ensure_future(place(db, [(sku, 3)]))
+            await blocked_by(database_url, admin)
+        assert await refusal(order) == (
+            409,
+            "OUT_OF_STOCK",
+            {"lines": [{"sku": sku, "requested": 3, "available": 2}]},
+        )
+    finally:
+        await admin.close()
+    assert (await db.get_product(sku))["reserved"] == 0
+
+
 async def test_confirm_sells_cancel_releases_and_neither_happens_twice(db: Database) -> None:
     sku = (await make_product(db, on_hand=10))["sku"]
     sold = uuid.UUID((await place(db, [(sku, 3)]))["order"]["id"])
@@ -341,9 +422,9 @@ async def test_stock_events_since_pages_and_its_cursor_moves_on(db: Database) ->
     start = (await db.catalog_snapshot())["cursor"]
     skus = [(await make_product(db, sku=f"E-{i}"))["sku"] for i in range(3)]
     first = await db.stock_events_since(start, 2)
-    assert [e["sku"] for e in first["events"]] == skus[:2]
+    assert ([e["sku"] for e in first["events"]], first["more"]) == (skus[:2], True)
     second = await db.stock_events_since(first["cursor"], 2)
-    assert [e["sku"] for e in second["events"]] == skus[2:]
+    assert ([e["sku"] for e in second["events"]], second["more"]) == (skus[2:], False)
     assert (await db.stock_events_since(second["cursor"], 2))["events"] == []
     await db.adjust_stock(skus[0], 1, "restock", "test")
     latest = await db.stock_events_since(second["cursor"], 2)
@@ -639,3 +720,86 @@ async def test_a_node_serves_the_same_api_in_either_mode(database_url: str, mode
         assert (await direct.get_product("E2E"))["reserved"] == 4
     finally:
         await direct.close()
+
+
+# API keys (the key itself is made by backend.auth.keys; here its public id and
+# hash are opaque text, as they are to the adapters)
+
+
+async def make_key(db: Database, scopes: list[str], name: str = "till") -> tuple[Json, str]:
+    key_hash = uuid.uuid4().hex * 2
+    record = await db.create_api_key(uuid.uuid4().hex[:16], key_hash, name, scopes)
+    return record, key_hash
+
+
+async def test_an_api_key_is_listed_without_its_hash_and_authenticates(db: Database) -> None:
+    record, key_hash = await make_key(db, ["orders:write", "catalog:write", "orders:write"])
+    assert set(record) == {
+        "id", "public_id", "name", "scopes", "created_at", "last_used_at", "revoked_at"
+    }  # fmt: skip
+    assert (record["name"], record["scopes"]) == ("till", ["catalog:write", "orders:write"])
+    assert (record["last_used_at"], record["revoked_at"]) == (None, None)
+    listed = await db.list_api_keys()
+    assert listed == {"items": [record]}
+    assert key_hash not in json.dumps(listed)
+
+    found = await db.authenticate_api_key(record["public_id"], key_hash)
+    assert found == {"id": record["id"], "name": "till", "scopes": record["scopes"]}
+    [used] = (await db.list_api_keys())["items"]
+    assert used["last_used_at"] is not None
+
+
+async def test_a_revoked_api_key_is_refused_and_stays_listed(db: Database) -> None:
+    record, key_hash = await make_key(db, ["orders:read"])
+    revoked = await db.revoke_api_key(uuid.UUID(record["id"]))
+    assert revoked == {**record, "revoked_at": revoked["revoked_at"]}
+    assert revoked["revoked_at"] is not None
+    assert await db.revoke_api_key(uuid.UUID(record["id"])) == revoked
+    assert (await db.list_api_keys())["items"] == [revoked]
+    assert await refusal(db.authenticate_api_key(record["public_id"], key_hash)) == (
+        401,
+        "UNAUTHENTICATED",
+        {},
+    )
+    missing = uuid.uuid4()
+    assert await refusal(db.revoke_api_key(missing)) == (
+        404,
+        "NOT_FOUND",
+        {"key_id": str(missing)},
+    )
+
+
+async def test_an_api_key_is_refused_for_a_wrong_hash_or_an_unknown_public_id(
+    db: Database,
+) -> None:
+    record, key_hash = await make_key(db, ["orders:read"])
+    for public_id, presented in (
+        (record["public_id"], uuid.uuid4().hex * 2),
+        (uuid.uuid4().hex[:16], key_hash),
+    ):
+        assert await refusal(db.authenticate_api_key(public_id, presented)) == (
+            401,
+            "UNAUTHENTICATED",
+            {},
+        )
+
+
+async def test_an_api_key_needs_known_scopes(db: Database) -> None:
+    status, code, details = await refusal(make_key(db, ["orders:read", "root"]))
+    assert (status, code, details["unknown_scopes"]) == (422, "INVALID_INPUT", ["root"])
+    assert "orders:read" in details["known_scopes"]
+    assert (await refusal(make_key(db, [])))[:2] == (422, "INVALID_INPUT")
+    assert (await db.list_api_keys())["items"] == []
+
+
+async def test_both_adapters_read_the_same_api_keys(database_url: str) -> None:
+    async with adapter("postgres", database_url) as pg, adapter("supabase", database_url) as sb:
+        record, key_hash = await make_key(pg, ["ledger:read"])
+        await make_key(sb, ["metrics:read"], name="scraper")
+        assert await pg.list_api_keys() == await sb.list_api_keys()
+        assert await sb.authenticate_api_key(record["public_id"], key_hash) == (
+            await pg.authenticate_api_key(record["public_id"], key_hash)
+        )
+        assert await sb.revoke_api_key(uuid.UUID(record["id"])) == (
+            await pg.revoke_api_key(uuid.UUID(record["id"]))
+        )

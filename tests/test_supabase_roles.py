@@ -58,7 +58,9 @@ MUTATING = [
     "cancel_order",
     "expire_holds",
 ]
-TABLES = ["products", "orders", "order_items", "stock_events"]
+TABLES = ["products", "orders", "order_items", "stock_events", "api_keys"]
+API_KEY_FUNCTIONS = ["create_api_key", "list_api_keys", "revoke_api_key", "authenticate_api_key"]
+KEY_HASH = "ab" * 32
 
 
 @pytest.fixture(params=["supabase", "bare"])
@@ -76,6 +78,8 @@ async def migrated(
         await conn.execute(
             "select public.create_product('ROLE-1', 'Role test', 100, 5, 1, 'test');"
             """select public.place_order('[{"sku": "ROLE-1", "quantity": 1}]', 'c-1', 'k-1');"""
+            f"select public.create_api_key('0123456789abcdef', '{KEY_HASH}', 'till',"
+            " array['orders:write']);"
         )
         yield url, conn
     finally:
@@ -128,6 +132,28 @@ async def test_browser_roles_cannot_call_a_function(
     assert [row["function"] for row in callable_by_role] == []
     for function in MUTATING:
         assert await as_role(conn, role, await call_with_nulls(conn, function)) == "42501"
+    for function in API_KEY_FUNCTIONS:
+        assert await as_role(conn, role, await call_with_nulls(conn, function)) == "42501"
+    authenticate = f"select public.authenticate_api_key('0123456789abcdef', '{KEY_HASH}')"
+    assert await as_role(conn, "service_role", authenticate) != "42501"
+    assert await as_role(conn, role, authenticate) == "42501"
+
+
+@pytest.mark.parametrize("role", API_ROLES)
+async def test_browser_roles_never_see_an_api_key_or_its_hash(
+    migrated: tuple[str, asyncpg.Connection], role: str
+) -> None:
+    _, conn = migrated
+    for column in ("key_hash", "public_id", "name", "scopes"):
+        assert not await conn.fetchval(
+            "select has_column_privilege($1, 'public.api_keys', $2, 'select')", role, column
+        )
+    assert await as_role(conn, role, "select key_hash from public.api_keys") == "42501"
+    forged = (
+        "insert into public.api_keys (public_id, key_hash, name, scopes)"
+        f" values ('fedcba9876543210', '{KEY_HASH}', 'forged', array['keys:manage']) returning 1"
+    )
+    assert await as_role(conn, role, forged) == "42501"
 
 
 @pytest.mark.parametrize("role", API_ROLES)
@@ -211,5 +237,9 @@ async def test_service_role_does_all_a_node_does_through_the_api(
             await db.list_stock_events("ROLE-2", None, 10)
             assert await db.schema_versions()
             await db.delete_product("ROLE-2", "node")
+            made = await db.create_api_key("0123456789abcdee", KEY_HASH, "node", ["orders:read"])
+            await db.authenticate_api_key("0123456789abcdee", KEY_HASH)
+            assert len((await db.list_api_keys())["items"]) == 2
+            await db.revoke_api_key(uuid.UUID(made["id"]))
         finally:
             await db.close()

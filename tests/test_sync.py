@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from backend.bus import CHANNEL
 from backend.embedded import EmbeddedRedis, free_port
 from database import Json
-from tests.support import Node, eventually, node_settings, run_node
+from tests.support import Node, eventually, node_settings, run_node, sealed
 
 
 @pytest.fixture
@@ -156,9 +156,9 @@ async def test_duplicate_and_out_of_order_messages_change_nothing(
 
     async with redis.Redis.from_url(redis_server.url) as client:
         for change in [*reversed(changes), *changes, changes[-1]]:
-            await client.publish(CHANNEL, json.dumps(change))
+            await client.publish(CHANNEL, sealed(change))
         await client.publish(CHANNEL, "not json")
-        await client.publish(CHANNEL, json.dumps({"sku": "DUP"}))
+        await client.publish(CHANNEL, sealed({"sku": "DUP"}))
     # A marker change published after the replay: once it is applied, so is the replay.
     await adjust(a, "DUP", 1)
     await converged([a, b], "DUP", 5, within=5)
@@ -251,7 +251,7 @@ async def test_a_client_that_stops_reading_slows_nobody_and_ends_up_current(
         ):
             for version in range(2, rounds + 2):
                 for sku in skus:
-                    pipe.publish(CHANNEL, json.dumps(_change(products[sku], version, padding)))
+                    pipe.publish(CHANNEL, sealed(_change(products[sku], version, padding)))
             await pipe.execute()
 
         latest: dict[str, int] = {}
