@@ -60,6 +60,14 @@ class StockCache:
         stamp = self._stamps.get(sku)
         return stamp.version if stamp else None
 
+    def jump(self, change: Json) -> int:
+        """How many versions ahead of what we hold `change` is (its version, for a
+        product we have not seen: a new one starts at 1)."""
+        stamp = self._stamps.get(change["sku"])
+        if stamp is None or stamp.product_id != change["product_id"]:
+            return int(change["version"])
+        return int(change["version"]) - stamp.version
+
     def page(self, after: str | None, limit: int) -> tuple[list[Json], str | None]:
         start = bisect.bisect_right(self._skus, after) if after is not None else 0
         skus = self._skus[start : start + limit]

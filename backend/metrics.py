@@ -109,6 +109,11 @@ class _Readings(Collector):
             "Products re-read because a version was skipped",
             value=self._sync.rereads,
         )
+        yield CounterMetricFamily(
+            "orderflow_bus_doubted",
+            "Bus changes so far ahead of this node that the database was asked instead",
+            value=self._sync.doubted,
+        )
         if self._bus is not None:
             stats = self._bus.stats
             yield CounterMetricFamily(

@@ -10,7 +10,7 @@ import pytest
 
 from backend.cache import Json, Outcome, StockCache
 from backend.errors import AppError
-from backend.sync import Sync
+from backend.sync import FAR_AHEAD, Sync
 from tests.fakes import FakeDatabase
 
 
@@ -317,3 +317,26 @@ async def test_a_page_is_applied_in_version_order_per_product(db: FakeDatabase) 
     assert await node.sync.catch_up() == 4
     assert node.outcomes("ledger") == [Outcome.APPLIED] * 4
     assert (node.held("A"), node.held("B"), node.sync.rereads) == ((1, 3), (2, 3), 0)
+
+
+# Trust
+
+
+async def test_a_bus_change_far_ahead_is_checked_against_the_database_first(
+    db: FakeDatabase,
+) -> None:
+    await create(db, "A")
+    node = Node(db)
+    await node.sync.resync()
+    real = await adjust(db, "A")
+    forged = {**real, "version": real["version"] + FAR_AHEAD + 5, "on_hand": 0, "available": 0}
+
+    node.sync.apply([forged], "bus")
+    await node.reread.wait()
+
+    assert node.sync.doubted == 1
+    assert node.outcomes("bus") == []  # never offered: not applied, not broadcast
+    assert node.held("A") == (1, real["version"])  # what the database says
+    held = node.cache.get("A")
+    assert held is not None
+    assert held["on_hand"] == real["on_hand"]
