@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import asyncpg
 import psutil
@@ -41,10 +40,8 @@ from backend.embedded import (
 )
 from backend.node_process import APP, NodeProcess
 from backend.restarts import Child, Restarter
+from backend.settings import Settings
 from database import redact
-
-if TYPE_CHECKING:
-    from backend.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("backend.cluster")
@@ -97,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @dataclass
 class Cluster:
     args: argparse.Namespace
-    settings: "Settings"
+    settings: Settings
     database_url: str | None = None
     redis_url: str = ""
     postgres: EmbeddedPostgres | None = None
@@ -289,9 +286,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
     args = parse_args(argv)
     try:
-        # Imported here: the module reads the environment at import and may refuse it.
-        from backend.settings import Settings
-
         settings = Settings(_env_file=ROOT / ".env")
     except pydantic.ValidationError as exc:
         log.error("bad settings: %s", exc)

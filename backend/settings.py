@@ -1,7 +1,7 @@
 """Node settings, read from the environment and `.env`.
 
-The only module-level singleton of the project: everything else is built in the
-app's lifespan from a `Settings` instance, so tests can make as many as they like.
+Nothing is read at import: `backend.main` (what uvicorn loads) builds the one
+instance a node runs with; tests and the command-line tools make their own.
 """
 
 import os
@@ -117,6 +117,3 @@ class Settings(BaseSettings):
             return self.db_statement_cache_size
         url = self.database_url.get_secret_value() if self.database_url else ""
         return 0 if urlsplit(url).port == 6543 else 100
-
-
-settings = Settings()
