@@ -7,7 +7,10 @@ thread, which would cost a thread hop per request for a dictionary lookup.
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
+from backend.auth.policy import OPEN, rule_for
+from backend.auth.principal import ANONYMOUS, Principal
 from backend.cache import StockCache
 from backend.errors import AppError
 from backend.node import Node
@@ -39,8 +42,32 @@ async def _cache(request: Request) -> StockCache:
     return cast(StockCache, request.state.cache)
 
 
+async def authorize(connection: HTTPConnection) -> None:
+    """Every HTTP route, before its handler: who is calling, and may they call this?
+
+    The rule comes from `backend.auth.policy` by the route's method and path
+    template. Open routes (health, docs) read no credentials at all; others
+    refuse a bad credential rather than treat its bearer as anonymous.
+    """
+    if connection.scope["type"] != "http":
+        return  # /ws reads its token from its first message or the query: see routers.live
+    route = connection.scope.get("route")
+    rule = rule_for(connection.scope["method"], getattr(route, "path", connection.url.path))
+    if rule is OPEN:
+        return
+    node = cast(Node, connection.state.node)
+    principal = await node.gate.principal(connection.headers.get("authorization"))
+    rule.check(principal, node.settings.public_catalog)
+    connection.state.principal = principal
+
+
+async def _principal(request: Request) -> Principal:
+    return cast(Principal, getattr(request.state, "principal", ANONYMOUS))
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 NodeDep = Annotated[Node, Depends(_node)]
 DatabaseDep = Annotated[Database, Depends(_db)]
 StoreDep = Annotated[Store, Depends(_store)]
 CacheDep = Annotated[StockCache, Depends(_cache)]
+PrincipalDep = Annotated[Principal, Depends(_principal)]

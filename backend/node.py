@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, TypedDict
 
+from backend.auth.gate import Gate
 from backend.bus import RedisBus
 from backend.cache import StockCache
 from backend.errors import AppError
@@ -60,6 +61,7 @@ class Node:
         self.store = Store(db, self.sync, settings)
         self.hub = Hub(settings.node_id, self.cache, db.get_order, settings.ws_max_pending)
         self.metrics = Metrics()
+        self.gate = Gate(settings, db)
         self.supervisor = Supervisor()
         self.bus = self._bus()
         self.loaded = False  # the first full catalog load is done: reads are served
@@ -116,6 +118,7 @@ class Node:
         finally:
             if self.bus is not None:
                 await self.bus.close()
+            await self.gate.aclose()
             await self.db.close()
 
     async def _start(self) -> None:
