@@ -124,6 +124,7 @@ class Node:
     async def _start(self) -> None:
         """Connect, load the catalog, then start the loops that need it. Retried until done."""
         await self.db.connect()
+        await self.gate.warm()
         await self.sync.resync()
         self.loaded = True
         settings = self.settings

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
                 "SUPABASE_URL must be the project's API URL (https://<ref>.supabase.co);"
                 " a Postgres connection string goes in DATABASE_URL"
             )
+        secret = self.supabase_jwt_secret
+        if secret is not None and len(secret.get_secret_value().encode()) < 32:
+            raise ValueError("SUPABASE_JWT_SECRET must be at least 32 bytes")
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
         return self

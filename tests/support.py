@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import jwt
 import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -22,6 +23,29 @@ from backend.settings import Settings
 from database import Json, PostgresDatabase
 
 BUS_KEY = "test-bus-key"  # what test nodes seal their bus messages with
+JWT_SECRET = "test-jwt-secret-of-at-least-32-bytes!"  # what test nodes verify HS256 tokens with
+
+
+def token(sub: str, role: str | None = None, *, minutes: float = 60, **claims: Any) -> str:
+    """A token shaped like Supabase Auth's, signed with the test nodes' secret."""
+    now = int(time.time())
+    body: dict[str, Any] = {
+        "sub": sub,
+        "aud": "authenticated",
+        "role": "authenticated",
+        "iat": now,
+        "exp": now + int(minutes * 60),
+        "email": f"{sub}@example.com",
+        "app_metadata": {"role": role} if role else {},
+    }
+    return jwt.encode(body | claims, JWT_SECRET, algorithm="HS256")
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+ADMIN = bearer(token("test-admin", "admin", minutes=24 * 60))
 
 
 def sealed(change: Json) -> str:
@@ -38,6 +62,7 @@ def node_settings(database_url: str, node_id: str = "node-test", **overrides: An
         "sweep_interval_seconds": 0.2,
         "db_pool_max": 10,
         "bus_key": SecretStr(BUS_KEY),
+        "supabase_jwt_secret": SecretStr(JWT_SECRET),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -66,7 +91,9 @@ async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def run_node(settings: Settings, *, wait_loaded: bool = True) -> AsyncIterator[Node]:
+async def run_node(
+    settings: Settings, *, wait_loaded: bool = True, app: FastAPI | None = None
+) -> AsyncIterator[Node]:
     """Run one node until the block ends; yield its client and its app.
 
     A node starts before its database answers; by default this waits until it
@@ -75,7 +102,7 @@ async def run_node(settings: Settings, *, wait_loaded: bool = True) -> AsyncIter
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(settings)
+    app = app or create_app(settings)
     config = uvicorn.Config(app, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -87,7 +114,9 @@ async def run_node(settings: Settings, *, wait_loaded: bool = True) -> AsyncIter
             await asyncio.sleep(0.01)
         if wait_loaded:
             await eventually(lambda: app.state.node.loaded, 30, "the node loaded its catalog")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        base_url = f"http://127.0.0.1:{port}"
+        # Tests act as an admin unless they say otherwise (tests/test_access.py does).
+        async with httpx.AsyncClient(base_url=base_url, headers=ADMIN, timeout=30) as client:
             yield Node(client, app)
     finally:
         server.should_exit = True

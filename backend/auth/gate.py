@@ -35,6 +35,10 @@ class Gate:
             issuer=settings.jwt_issuer,
         )
 
+    async def warm(self) -> None:
+        """Fetch the JWKS at start-up, so the first signed-in request does no I/O."""
+        await self._verifier.refresh()
+
     async def aclose(self) -> None:
         await self._verifier.aclose()
 

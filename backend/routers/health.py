@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from backend.deps import DatabaseDep, NodeDep, SettingsDep
+from backend.deps import DatabaseDep, NodeDep, PrincipalDep, SettingsDep
 
 router = APIRouter(tags=["health"])
 
@@ -23,6 +23,19 @@ async def ready(node: NodeDep) -> JSONResponse:
     or stalled, and the node is not shutting down. `problems` lists what is not so."""
     ok, body = await node.readiness()
     return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/whoami")
+async def whoami(principal: PrincipalDep) -> dict[str, Any]:
+    """Who this node takes the caller to be, and what they may do (never the credential)."""
+    return {
+        "kind": principal.kind,
+        "id": principal.id,
+        "role": principal.role,
+        "name": principal.name,
+        "scopes": sorted(principal.scopes),
+        "expires_at": principal.expires_at,
+    }
 
 
 @router.get("/info")
