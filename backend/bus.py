@@ -81,6 +81,11 @@ class RedisBus:
         self._key = key
         self._warned_at = -_WARN_EVERY
 
+    @property
+    def redis(self) -> redis.Redis:
+        """The bus's Redis client, for other small uses of the same server (rate limits)."""
+        return self._client
+
     async def close(self) -> None:
         await self._client.aclose()
 

@@ -9,7 +9,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
-from backend.auth.policy import OPEN, rule_for
+from backend.auth.policy import OPEN, is_write, rule_for
 from backend.auth.principal import ANONYMOUS, Principal
 from backend.cache import StockCache
 from backend.errors import AppError
@@ -51,14 +51,17 @@ async def authorize(connection: HTTPConnection) -> None:
     """
     if connection.scope["type"] != "http":
         return  # /ws reads its token from its first message or the query: see routers.live
-    route = connection.scope.get("route")
-    rule = rule_for(connection.scope["method"], getattr(route, "path", connection.url.path))
+    method, route = connection.scope["method"], connection.scope.get("route")
+    path = getattr(route, "path", connection.url.path)
+    rule = rule_for(method, path)
     if rule is OPEN:
         return
     node = cast(Node, connection.state.node)
     principal = await node.gate.principal(connection.headers.get("authorization"))
     rule.check(principal, node.settings.public_catalog)
     connection.state.principal = principal
+    if node.limiter is not None and is_write(method, path):
+        await node.limiter.hit(principal.caller)
 
 
 async def _principal(request: Request) -> Principal:

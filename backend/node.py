@@ -21,6 +21,7 @@ from backend.errors import AppError
 from backend.hub import Hub
 from backend.metrics import Metrics
 from backend.migrate import load_migrations
+from backend.ratelimit import RateLimiter
 from backend.settings import Settings
 from backend.store import Store
 from backend.supervisor import Supervisor
@@ -64,6 +65,7 @@ class Node:
         self.gate = Gate(settings, db)
         self.supervisor = Supervisor()
         self.bus = self._bus()
+        self.limiter = self._limiter()
         self.loaded = False  # the first full catalog load is done: reads are served
         self.draining = False
         self.sync.listen(self.metrics.on_change)
@@ -104,6 +106,13 @@ class Node:
             on_message=lambda change: self.sync.apply([change], "bus"),
             on_subscribed=lambda count: self.sync.resync() if count > 1 else self.sync.catch_up(),
         )
+
+    def _limiter(self) -> RateLimiter | None:
+        """Writes per caller, counted in the bus's Redis; none without Redis or a limit."""
+        per_minute = self.settings.rate_limit_writes_per_minute
+        if self.bus is None or per_minute == 0:
+            return None
+        return RateLimiter(self.bus.redis, per_minute, self.settings.channel_prefix)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[State]:

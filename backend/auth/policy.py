@@ -90,6 +90,15 @@ POLICY: dict[tuple[str, str], Rule] = {
 }
 
 
+# Reads that are POSTs only because their question is long: not counted as writes.
+READS_BY_POST = {"/availability"}
+
+
+def is_write(method: str, path: str) -> bool:
+    """Counted against a caller's write rate limit."""
+    return method in ("POST", "PUT", "PATCH", "DELETE") and path not in READS_BY_POST
+
+
 def rule_for(method: str, path: str) -> Rule:
     """The route's rule; a route nobody wrote a rule for is refused, never open."""
     rule = POLICY.get(("GET" if method == "HEAD" else method, path))
