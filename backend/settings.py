@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # project's JWKS, by default <SUPABASE_URL>/auth/v1/.well-known/jwks.json)
     # and API keys; anonymous callers may read the catalog unless PUBLIC_CATALOG=false.
     supabase_jwt_secret: SecretStr | None = None
+    # The project's public anon key: the dashboard signs in with it against Supabase Auth.
+    supabase_anon_key: str | None = None
     auth_jwks_url: str | None = None
     auth_issuer: str | None = None
     public_catalog: bool = True

@@ -47,4 +47,10 @@ async def info(db: DatabaseDep, settings: SettingsDep) -> dict[str, Any]:
         "fee_rate": settings.fee_rate,
         "hold_seconds": settings.hold_seconds,
         "max_order_lines": settings.max_order_lines,
+        "public_catalog": settings.public_catalog,
+        "auth": (
+            {"supabase_url": settings.supabase_url, "anon_key": settings.supabase_anon_key}
+            if settings.supabase_url and settings.supabase_anon_key
+            else None
+        ),
     }
