@@ -124,7 +124,10 @@ class Database(ABC):
         hold_seconds: int,
         fee_bps: int,
         max_lines: int,
+        *,
+        caller: str | None = None,
     ) -> Json:
+        """`caller` scopes the idempotency key (None: the anonymous caller's)."""
         return await self._document(
             "place_order",
             items=list(items),
@@ -134,19 +137,28 @@ class Database(ABC):
             hold_seconds=hold_seconds,
             fee_bps=fee_bps,
             max_lines=max_lines,
+            **_given(caller=caller),
         )
 
     async def confirm_order(self, order_id: UUID, node: str) -> Json:
         return await self._document("confirm_order", order_id=str(order_id), node=node)
 
-    async def cancel_order(self, order_id: UUID, node: str) -> Json:
-        return await self._document("cancel_order", order_id=str(order_id), node=node)
+    async def cancel_order(
+        self, order_id: UUID, node: str, *, customer_id: str | None = None
+    ) -> Json:
+        """With `customer_id`, another customer's order is NOT_FOUND, like a missing one."""
+        return await self._document(
+            "cancel_order", order_id=str(order_id), node=node, **_given(customer_id=customer_id)
+        )
 
     async def expire_holds(self, batch: int, node: str) -> Json:
         return await self._document("expire_holds", batch=batch, node=node)
 
-    async def get_order(self, order_id: UUID) -> Json:
-        return await self._document("get_order", order_id=str(order_id))
+    async def get_order(self, order_id: UUID, *, customer_id: str | None = None) -> Json:
+        """With `customer_id`, another customer's order is NOT_FOUND, like a missing one."""
+        return await self._document(
+            "get_order", order_id=str(order_id), **_given(customer_id=customer_id)
+        )
 
     async def list_orders(
         self, customer_id: str | None, status: str | None, limit: int, cursor: str | None
@@ -188,6 +200,12 @@ class Database(ABC):
 
     async def authenticate_api_key(self, public_id: str, key_hash: str) -> Json:
         return await self._document("authenticate_api_key", public_id=public_id, key_hash=key_hash)
+
+
+def _given(**arguments: Any) -> dict[str, Any]:
+    """The optional arguments that are set. One left out takes its SQL default,
+    so a call that sets none is the same call, on the wire too, as before they existed."""
+    return {name: value for name, value in arguments.items() if value is not None}
 
 
 class PostgresDatabase(Database):

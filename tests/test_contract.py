@@ -803,3 +803,88 @@ async def test_both_adapters_read_the_same_api_keys(database_url: str) -> None:
         assert await sb.revoke_api_key(uuid.UUID(record["id"])) == (
             await pg.revoke_api_key(uuid.UUID(record["id"]))
         )
+
+
+# Owners: idempotency keys belong to their caller, orders to their customer
+
+
+async def test_an_idempotency_key_is_the_callers_own(db: Database) -> None:
+    sku = (await make_product(db, on_hand=20))["sku"]
+    items = [{"sku": sku, "quantity": 2}]
+
+    async def place_as(caller: str | None, quantity: int = 2) -> Json:
+        lines = [{"sku": sku, "quantity": quantity}]
+        return await db.place_order(lines, None, "shared", "test", 900, 0, 100, caller=caller)
+
+    alice = await place_as("user:alice")
+    bob = await place_as("user:bob", quantity=3)  # another body, and still no mismatch
+    nobody = await place_as(None)
+    orders = [alice["order"], bob["order"], nobody["order"]]
+    assert [result["replayed"] for result in (alice, bob, nobody)] == [False, False, False]
+    assert len({order["id"] for order in orders}) == 3
+
+    assert (await place_as("user:alice"))["order"] == alice["order"]
+    assert (await place_as("user:bob", quantity=3))["order"] == bob["order"]
+    assert (await place_as("anonymous"))["order"] == nobody["order"]
+    assert (await db.place_order(items, None, "shared", "test", 900, 0, 100))["replayed"] is True
+    assert await refusal(place_as("user:bob")) == (
+        409,
+        "IDEMPOTENCY_MISMATCH",
+        {"order_id": bob["order"]["id"]},
+    )
+    assert (await db.get_product(sku))["reserved"] == 7
+
+
+async def test_another_customers_order_is_not_found_as_a_missing_one_is(db: Database) -> None:
+    sku = (await make_product(db, on_hand=10))["sku"]
+    theirs = uuid.UUID((await place(db, [(sku, 2)], customer="c-1"))["order"]["id"])
+    nobodys = uuid.UUID((await place(db, [(sku, 1)]))["order"]["id"])
+    settled = uuid.UUID((await place(db, [(sku, 1)], customer="c-1"))["order"]["id"])
+    await db.cancel_order(settled, "test")
+    for order_id in (theirs, nobodys, settled, uuid.uuid4()):
+        not_found = (404, "NOT_FOUND", {"order_id": str(order_id)})
+        assert await refusal(db.get_order(order_id, customer_id="c-2")) == not_found
+        assert await refusal(db.cancel_order(order_id, "test", customer_id="c-2")) == not_found
+    assert (await db.get_order(theirs))["status"] == "pending"
+    assert (await db.get_product(sku))["reserved"] == 3
+
+
+async def test_a_customer_reads_and_cancels_its_own_order(db: Database) -> None:
+    sku = (await make_product(db, on_hand=10))["sku"]
+    own = uuid.UUID((await place(db, [(sku, 2)], customer="c-1"))["order"]["id"])
+    assert await db.get_order(own, customer_id="c-1") == await db.get_order(own)
+    cancelled = await db.cancel_order(own, "test", customer_id="c-1")
+    assert (cancelled["order"]["status"], [c["reason"] for c in cancelled["changes"]]) == (
+        "cancelled",
+        ["released"],
+    )
+    assert await refusal(db.cancel_order(own, "test", customer_id="c-1")) == (
+        409,
+        "INVALID_TRANSITION",
+        {"order_id": str(own), "status": "cancelled", "to": "cancelled"},
+    )
+    assert (await db.get_product(sku))["reserved"] == 0
+
+
+async def test_the_caller_and_customer_go_to_postgrest_by_name_and_only_when_set(
+    supabase: SupabaseDatabase, api: PostgREST
+) -> None:
+    sku = (await make_product(supabase))["sku"]
+    items = [{"sku": sku, "quantity": 1}]
+    placed = await supabase.place_order(items, "c-1", "k-1", "test", 900, 0, 100, caller="key:k")
+    assert json.loads(api.calls.last.request.content)["p_caller"] == "key:k"
+    order_id = uuid.UUID(placed["order"]["id"])
+
+    await supabase.get_order(order_id, customer_id="c-1")
+    assert json.loads(api.calls.last.request.content) == {
+        "p_order_id": str(order_id),
+        "p_customer_id": "c-1",
+    }
+    await supabase.get_order(order_id)
+    assert json.loads(api.calls.last.request.content) == {"p_order_id": str(order_id)}
+    await supabase.cancel_order(order_id, "test", customer_id="c-1")
+    assert json.loads(api.calls.last.request.content) == {
+        "p_order_id": str(order_id),
+        "p_node": "test",
+        "p_customer_id": "c-1",
+    }

@@ -77,7 +77,9 @@ async def break_function(conn: asyncpg.Connection, signature: str, body: str) ->
     """Swap a SQL function for one answering `body`: a fault the Python code did not expect."""
     name = signature.split("(")[0]
     await conn.execute(f"alter function public.{signature} rename to {name}_real")
-    arguments = signature.split("(", 1)[1].rstrip(")")
+    arguments = await conn.fetchval(
+        "select pg_get_function_arguments($1::regproc)", f"public.{name}_real"
+    )
     await conn.execute(
         f"create function public.{name}({arguments}) returns jsonb language sql"
         f" as $$ select '{body}'::jsonb $$"
@@ -122,7 +124,7 @@ async def test_an_unexpected_error_is_one_logged_500_in_the_error_shape(
 ) -> None:
     async with run_node(node_settings(database_url)) as node:
         await until_ready(node.client, within=10)
-        await break_function(owner, "get_order(p_order_id uuid)", '"not an order"')
+        await break_function(owner, "get_order(p_order_id uuid, p_customer_id text)", '"not an order"')
         caplog.clear()
         response = await node.client.get(
             "/orders/00000000-0000-0000-0000-000000000001", headers={"X-Request-ID": "trace-me"}

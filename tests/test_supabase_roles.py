@@ -1,15 +1,19 @@
 """The migrations on a database prepared like Supabase's, and on a bare one.
 
-A Supabase project has the roles anon, authenticated and service_role before
-any migration runs, and default privileges that grant them everything later
-created in `public`: the migrations must take that back. On a bare Postgres
-they create the roles themselves. Either way, anon and authenticated (the
-browser's keys) may call no function and see no row, and service_role (the
-nodes' key) may do everything a node does.
+A Supabase project has the roles anon, authenticated and service_role and
+the function auth.uid() before any migration runs, and default privileges
+that grant the roles everything later created in `public`: the migrations
+must take that back. On a bare Postgres they create the roles and auth.uid()
+themselves. Either way, anon and authenticated (the browser's keys) may call
+no function; anon sees no row; authenticated, with a user's JWT, sees that
+user's orders and their lines and nothing else; and service_role (the nodes'
+key) may do everything a node does.
 """
 
+import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -44,6 +48,14 @@ alter default privileges in schema public
   grant all on functions to anon, authenticated, service_role;
 alter default privileges in schema public
   grant all on sequences to anon, authenticated, service_role;
+create schema if not exists auth;
+grant usage on schema auth to anon, authenticated, service_role;
+create function auth.uid() returns uuid language sql stable as $$
+  select coalesce(
+    nullif(current_setting('request.jwt.claim.sub', true), ''),
+    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
+  )::uuid
+$$;
 """
 
 API_ROLES = ["anon", "authenticated"]
@@ -87,12 +99,17 @@ async def migrated(
         await pg_server.drop_database(name)
 
 
-async def as_role(conn: asyncpg.Connection, role: str, sql: str) -> str | int:
-    """Run `sql` as `role`, rolled back; the error's SQLSTATE, or the row count / value."""
+async def as_role(conn: asyncpg.Connection, role: str, sql: str, sub: str | None = None) -> Any:
+    """Run `sql` as `role`, rolled back; the error's SQLSTATE, or the row count / value.
+
+    With `sub`, the request carries a JWT for that user, as PostgREST sets it."""
     try:
         async with conn.transaction():
             await conn.execute(f"set local role {role}")
-            value: int = await conn.fetchval(sql)
+            if sub is not None:
+                claims = json.dumps({"sub": sub, "role": role})
+                await conn.execute("select set_config('request.jwt.claims', $1, true)", claims)
+            value = await conn.fetchval(sql)
             raise _Rollback(value)
     except _Rollback as done:
         return done.value
@@ -101,7 +118,7 @@ async def as_role(conn: asyncpg.Connection, role: str, sql: str) -> str | int:
 
 
 class _Rollback(Exception):
-    def __init__(self, value: int) -> None:
+    def __init__(self, value: Any) -> None:
         super().__init__(value)
         self.value = value
 
@@ -179,6 +196,123 @@ async def test_browser_roles_can_read_and_write_no_row(
         role,
     )
     assert [row["sequence"] for row in sequences] == []
+
+
+ALICE = "0000a11c-0000-4000-8000-000000000001"
+BOB = "00000b0b-0000-4000-8000-000000000002"
+OWN_ORDERS = "select coalesce(array_agg(id::text order by id), '{}') from public.orders"
+OWN_LINES = (
+    "select coalesce(array_agg(order_id::text || '/' || line order by order_id, line), '{}')"
+    " from public.order_items"
+)
+# What the API's order document shows: not who placed it, nor their key.
+ORDER_COLUMNS = [
+    "created_at", "customer_id", "expires_at", "fee_cents", "id", "node_id", "status",
+    "subtotal_cents", "total_cents", "updated_at",
+]  # fmt: skip
+
+
+async def place_for(conn: asyncpg.Connection, customer: str, lines: int) -> str:
+    items = json.dumps([{"sku": "ROLE-1", "quantity": 1}] * lines)
+    order_id: str = await conn.fetchval(
+        "select public.place_order($1::jsonb, $2, p_caller => $3) -> 'order' ->> 'id'",
+        items,
+        customer,
+        f"user:{customer}",
+    )
+    return order_id
+
+
+async def test_a_signed_in_user_reads_its_own_orders_and_their_lines_only(
+    migrated: tuple[str, asyncpg.Connection],
+) -> None:
+    _, conn = migrated
+    alice, bob = await place_for(conn, ALICE, 2), await place_for(conn, BOB, 1)
+    assert await conn.fetchval("select count(*) from public.orders") == 3
+    assert await as_role(conn, "authenticated", OWN_ORDERS, ALICE) == [alice]
+    assert await as_role(conn, "authenticated", OWN_LINES, ALICE) == [f"{alice}/1", f"{alice}/2"]
+    assert await as_role(conn, "authenticated", OWN_ORDERS, BOB) == [bob]
+    assert await as_role(conn, "authenticated", OWN_LINES, BOB) == [f"{bob}/1"]
+    shown = "select string_agg(status || ' ' || total_cents, ',') from public.orders"
+    assert await as_role(conn, "authenticated", shown, ALICE) == "pending 200"
+    for stranger in (str(uuid.uuid4()), None):
+        assert await as_role(conn, "authenticated", OWN_ORDERS, stranger) == []
+        assert await as_role(conn, "authenticated", OWN_LINES, stranger) == []
+
+
+async def test_a_signed_in_user_reads_no_one_elses_bookkeeping_and_writes_nothing(
+    migrated: tuple[str, asyncpg.Connection],
+) -> None:
+    _, conn = migrated
+    alice = await place_for(conn, ALICE, 1)
+    refused = [
+        "select count(*) from (select * from public.orders) o",
+        "select count(caller) from public.orders",
+        "select count(idempotency_key) from public.orders",
+        "select count(request_hash) from public.orders",
+        "select count(*) from public.products",
+        "select count(*) from public.stock_events",
+        "select count(*) from public.api_keys",
+        f"with w as (update public.orders set status = 'confirmed' where id = '{alice}'"
+        " returning 1) select count(*) from w",
+        f"with w as (delete from public.orders where id = '{alice}' returning 1)"
+        " select count(*) from w",
+        "insert into public.orders (request_hash, node_id, expires_at, customer_id)"
+        f" values ('x', 'x', now(), '{ALICE}') returning 1",
+        f"with w as (update public.order_items set quantity = 9 where order_id = '{alice}'"
+        " returning 1) select count(*) from w",
+        f"with w as (delete from public.order_items where order_id = '{alice}' returning 1)"
+        " select count(*) from w",
+        "insert into public.order_items (order_id, line, product_id, sku, quantity,"
+        f" unit_price_cents) select '{alice}', 9, id, sku, 1, 0 from public.products returning 1",
+        f"select public.get_order('{alice}')",
+        f"select public.cancel_order('{alice}')",
+        """select public.place_order('[{"sku": "ROLE-1", "quantity": 1}]')""",
+    ]
+    for sql in refused:
+        assert await as_role(conn, "authenticated", sql, ALICE) == "42501", sql
+    assert await conn.fetchval("select status from public.orders where id = $1", alice) == (
+        "pending"
+    )
+
+
+async def test_the_browser_roles_hold_only_select_on_orders_and_their_lines(
+    migrated: tuple[str, asyncpg.Connection],
+) -> None:
+    _, conn = migrated
+    grants = await conn.fetch(
+        "select grantee, table_name, privilege_type, array_agg(column_name::text order by"
+        " column_name) as columns from information_schema.column_privileges"
+        " where table_schema = 'public' and grantee in ('anon', 'authenticated')"
+        " group by 1, 2, 3 order by 1, 2, 3"
+    )
+    assert [tuple(row) for row in grants] == [
+        ("authenticated", "order_items", "SELECT",
+         ["line", "order_id", "product_id", "quantity", "sku", "unit_price_cents"]),
+        ("authenticated", "orders", "SELECT", ORDER_COLUMNS),
+    ]  # fmt: skip
+    tables = await conn.fetch(
+        "select grantee, table_name, privilege_type from information_schema.role_table_grants"
+        " where table_schema = 'public' and grantee in ('anon', 'authenticated')"
+    )
+    assert [tuple(row) for row in tables] == [("authenticated", "order_items", "SELECT")]
+    policies = await conn.fetch(
+        "select tablename, cmd, roles::text[] as roles from pg_policies"
+        " where schemaname = 'public' order by tablename"
+    )
+    assert [tuple(row) for row in policies] == [
+        ("order_items", "SELECT", ["authenticated"]),
+        ("orders", "SELECT", ["authenticated"]),
+    ]
+
+
+async def test_anon_sees_no_order_even_with_a_users_claims(
+    migrated: tuple[str, asyncpg.Connection],
+) -> None:
+    _, conn = migrated
+    await place_for(conn, ALICE, 1)
+    assert await as_role(conn, "anon", OWN_ORDERS, ALICE) == "42501"
+    assert await as_role(conn, "anon", OWN_LINES, ALICE) == "42501"
 
 
 async def test_the_preparation_grants_like_supabase(pg_server: EmbeddedPostgres) -> None:
