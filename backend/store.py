@@ -70,8 +70,13 @@ class Store:
         return self._committed(await self.db.set_stock(sku, on_hand, expected_version, self.node))
 
     async def place_order(
-        self, items: Sequence[Json], customer_id: str | None, idempotency_key: str | None
+        self,
+        items: Sequence[Json],
+        customer_id: str | None,
+        idempotency_key: str | None,
+        caller: str | None = None,
     ) -> Json:
+        """`caller` owns the idempotency key: another caller's key is another order."""
         settings = self._settings
         try:
             result = await self.db.place_order(
@@ -82,6 +87,7 @@ class Store:
                 settings.hold_seconds,
                 settings.fee_bps,
                 settings.max_order_lines,
+                caller=caller,
             )
         except AppError as exc:
             self.counts[f"order:{exc.code.lower()}"] += 1
@@ -92,8 +98,11 @@ class Store:
     async def confirm_order(self, order_id: UUID) -> Json:
         return self._committed(await self.db.confirm_order(order_id, self.node))
 
-    async def cancel_order(self, order_id: UUID) -> Json:
-        return self._committed(await self.db.cancel_order(order_id, self.node))
+    async def cancel_order(self, order_id: UUID, customer_id: str | None = None) -> Json:
+        """With `customer_id`, only that customer's order (another's is NOT_FOUND)."""
+        return self._committed(
+            await self.db.cancel_order(order_id, self.node, customer_id=customer_id)
+        )
 
     async def expire_holds(self) -> Json:
         return self._committed(await self.db.expire_holds(self._settings.sweep_batch, self.node))
