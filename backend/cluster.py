@@ -7,6 +7,10 @@ switches to external servers. What it started and then dies (a node, the
 embedded Redis or Postgres) it starts again after a growing delay, as
 Kubernetes would; external servers are not its to restart. Ctrl-C or SIGTERM
 stops everything it started.
+
+It is secure with no set-up: on the first start it generates the nodes' bus key
+and JWT secret, the embedded Redis's password and an admin API key, keeps them
+in --data-dir (see backend.credentials) and prints how to sign in, once.
 """
 
 import argparse
@@ -26,8 +30,9 @@ import asyncpg
 import psutil
 import pydantic
 
-from backend import migrate
+from backend import credentials, migrate, sign_in
 from backend.backoff import Backoff
+from backend.credentials import Credentials, CredentialsError
 from backend.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -82,6 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--restart-delay-max", type=float, default=30.0, help="the longest wait before a restart"
     )
+    parser.add_argument(
+        "--show-credentials",
+        action="store_true",
+        help="print the credentials kept in --data-dir (the admin API key, ...) and exit",
+    )
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
@@ -100,6 +110,7 @@ class Cluster:
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
     nodes: list[NodeProcess] = field(default_factory=list)
+    credentials: Credentials | None = None
     _recorded: str = field(default="", init=False)
 
     @property
@@ -121,6 +132,7 @@ class Cluster:
         with _hint("--port"):
             for i, port in enumerate(self.node_ports):
                 require_free_port(port, f"node-{i + 1}")
+        self.credentials = credentials.load_or_create(self.args.data_dir)
         self.start_postgres()
         self.start_redis()
         if self.database_url and not self.settings.supabase_url:
@@ -144,25 +156,40 @@ class Cluster:
         if self.settings.redis_url:
             self.redis_url = self.settings.redis_url
             return
-        self.redis = EmbeddedRedis(self.args.data_dir / "redis", self.args.redis_port)
+        password = self._credentials.redis_password
+        self.redis = EmbeddedRedis(
+            self.args.data_dir / "redis", self.args.redis_port, password=password
+        )
         with _hint("--redis-port"):
             self.redis.start()
         self.redis_url = self.redis.url
+
+    @property
+    def _credentials(self) -> Credentials:
+        assert self.credentials is not None, "start() loads them first"
+        return self.credentials
 
     async def prepare_database(self, url: str) -> None:
         conn = await asyncpg.connect(url, statement_cache_size=self.settings.statement_cache_size)
         try:
             applied = await migrate.migrate(conn)
             log.info("migrations applied: %s", ", ".join(applied) or "none pending")
-            if self.args.no_seed:
-                return
-            if not migrate.SEED_FILE.exists():
-                log.info("no %s; not seeding", migrate.SEED_FILE.relative_to(ROOT))
-                return
-            await migrate.seed(conn)
-            log.info("demo catalog seeded")
+            await self.seed(conn)
         finally:
             await conn.close()
+        if self.postgres is not None:  # a database given by URL is not ours to add keys to
+            self.credentials = await credentials.store_admin_key(
+                url, self.args.data_dir, self._credentials
+            )
+
+    async def seed(self, conn: asyncpg.Connection) -> None:
+        if self.args.no_seed:
+            return
+        if not migrate.SEED_FILE.exists():
+            log.info("no %s; not seeding", migrate.SEED_FILE.relative_to(ROOT))
+            return
+        await migrate.seed(conn)
+        log.info("demo catalog seeded")
 
     def stop_leftover_nodes(self) -> None:
         try:
@@ -177,7 +204,8 @@ class Cluster:
 
     def start_nodes(self) -> None:
         ports = self.node_ports
-        env = {**os.environ, "REDIS_URL": self.redis_url}
+        secrets = credentials.node_secrets(self.settings, self._credentials)
+        env = {**os.environ, "REDIS_URL": self.redis_url, **secrets}
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
         log.info("starting %d node(s) of %s", len(ports), APP)
@@ -223,7 +251,18 @@ class Cluster:
         log.info(
             "  redis     %s  (%s)", redact(self.redis_url), "embedded" if self.redis else "external"
         )
+        self.print_sign_in()
         log.info("press Ctrl-C to stop")
+
+    def print_sign_in(self) -> None:
+        """The admin key once, where the operator looks; a pointer to the file after."""
+        data_dir = self.args.data_dir
+        if self.postgres is None or self._credentials.shown:
+            log.info("%s", sign_in.later_start(data_dir))
+            return
+        self.credentials = sign_in.announce(
+            self._credentials, self.nodes[0].url, data_dir, self.settings
+        )
 
     def supervised(self) -> list[Child]:
         """What we started, servers first so that they are back before the nodes.
@@ -290,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     except pydantic.ValidationError as exc:
         log.error("bad settings: %s", exc)
         return 2
+    if args.show_credentials:
+        return sign_in.show(args.data_dir, settings, redis_port=args.redis_port)
     args.data_dir.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(args, settings)
     signal.signal(signal.SIGINT, _raise_shutdown)
@@ -301,7 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         cluster.watch()
     except Shutdown:
         log.info("stopping")
-    except (ClusterError, EmbeddedServerError, OSError, asyncpg.PostgresError) as exc:
+    except (
+        ClusterError,
+        CredentialsError,
+        EmbeddedServerError,
+        OSError,
+        asyncpg.PostgresError,
+    ) as exc:
         log.error("%s", exc)
         code = 1
     finally:

@@ -2,7 +2,9 @@
 
 By default it starts its own embedded cluster (2 nodes) in a temporary folder
 and stops it afterwards; `--url` (repeatable) measures running nodes instead.
-Every loop is bounded in count and time and targets loopback only.
+Every loop is bounded in count and time and targets loopback only. Writes send
+an API key: the own cluster's admin key, or with `--url` the one `--key` gives
+(by default the admin key of `scripts/run`'s cluster in .data).
 
     scripts/bench                      # throughput + propagation, own cluster
     scripts/bench --url http://127.0.0.1:8001 --url http://127.0.0.1:8002
@@ -31,7 +33,10 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from backend import credentials  # noqa: E402
 from backend.embedded import free_port  # noqa: E402
+
+STARTUP = 120.0  # seconds for the own cluster to write its credentials
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -47,13 +52,35 @@ def describe(values: list[float]) -> str:
     )
 
 
+def bearer(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def admin_key(data_dir: Path) -> str | None:
+    found = credentials.load(data_dir)
+    return found.admin_key if found is not None else None
+
+
+def wait_admin_key(data_dir: Path, process: "subprocess.Popen[bytes]") -> str:
+    """The own cluster's admin key, once it has written it (before it starts its nodes)."""
+    deadline = time.monotonic() + STARTUP
+    while (key := admin_key(data_dir)) is None:
+        if process.poll() is not None:
+            raise SystemExit("the cluster exited before it made its credentials")
+        if time.monotonic() > deadline:
+            raise SystemExit("the cluster made no credentials in time")
+        time.sleep(0.1)
+    return key
+
+
 @contextlib.contextmanager
-def own_cluster(nodes: int) -> Iterator[list[str]]:
+def own_cluster(nodes: int) -> Iterator[tuple[list[str], str]]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="orderflow-bench-") as data:
         os.chmod(data, 0o755)
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
         env["LOG_LEVEL"] = "WARNING"
+        env["RATE_LIMIT_WRITES_PER_MINUTE"] = "0"  # it measures the nodes, not the limit
         command = [
             sys.executable, "-m", "backend.cluster", "--nodes", str(nodes),
             "--port", str(port), "--pg-port", str(free_port()),
@@ -61,7 +88,8 @@ def own_cluster(nodes: int) -> Iterator[list[str]]:
         ]  # fmt: skip
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         try:
-            yield [f"http://127.0.0.1:{port + i}" for i in range(nodes)]
+            key = wait_admin_key(Path(data), process)
+            yield [f"http://127.0.0.1:{port + i}" for i in range(nodes)], key
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
@@ -110,8 +138,10 @@ class Connection:
         self.writer.close()
 
 
-async def throughput(urls: list[str], skus: int, workers: int, seconds: float) -> None:
-    async with httpx.AsyncClient(base_url=urls[0], timeout=30) as admin:
+async def throughput(
+    urls: list[str], key: str | None, skus: int, workers: int, seconds: float
+) -> None:
+    async with httpx.AsyncClient(base_url=urls[0], timeout=30, headers=bearer(key)) as admin:
         names = [f"BENCH-{uuid.uuid4().hex[:6]}-{i}" for i in range(skus)]
         for name in names:
             body = {"sku": name, "name": name, "price_cents": 999, "on_hand": 1_000_000}
@@ -119,6 +149,7 @@ async def throughput(urls: list[str], skus: int, workers: int, seconds: float) -
     latencies: list[float] = []
     refused = 0
     deadline = time.monotonic() + seconds
+    auth = "".join(f"{name}: {value}\r\n" for name, value in bearer(key).items())
 
     async def worker(index: int) -> None:
         nonlocal refused
@@ -131,7 +162,7 @@ async def throughput(urls: list[str], skus: int, workers: int, seconds: float) -
                 status, _ = await connection.post(
                     "/orders",
                     json.dumps({"items": lines}).encode(),
-                    f"Idempotency-Key: {uuid.uuid4().hex}\r\n",
+                    f"Idempotency-Key: {uuid.uuid4().hex}\r\n{auth}",
                 )
                 latencies.append(time.perf_counter() - started)
                 refused += status != 201
@@ -148,10 +179,10 @@ async def throughput(urls: list[str], skus: int, workers: int, seconds: float) -
     )
 
 
-async def propagation(urls: list[str], changes: int) -> None:
+async def propagation(urls: list[str], key: str | None, changes: int) -> None:
     writer_url, reader_url = urls[0], urls[-1]
     sku = f"PROP-{uuid.uuid4().hex[:8]}"
-    async with httpx.AsyncClient(base_url=writer_url, timeout=30) as writer:
+    async with httpx.AsyncClient(base_url=writer_url, timeout=30, headers=bearer(key)) as writer:
         body = {"sku": sku, "name": sku, "price_cents": 100, "on_hand": 1}
         (await writer.post("/products", json=body)).raise_for_status()
         ws_url = reader_url.replace("http://", "ws://") + f"/ws?skus={sku}"
@@ -174,11 +205,11 @@ async def propagation(urls: list[str], changes: int) -> None:
     print(f"propagation {writer_url} commit -> WebSocket client on {reader_url}: {describe(lags)}")
 
 
-async def run(args: argparse.Namespace, urls: list[str]) -> None:
+async def run(args: argparse.Namespace, urls: list[str], key: str | None) -> None:
     await wait_ready(urls)
-    await propagation(urls, args.changes)
-    await throughput(urls, args.skus, args.workers, args.seconds)
-    await propagation(urls, args.changes)  # once more, with a busier database behind it
+    await propagation(urls, key, args.changes)
+    await throughput(urls, key, args.skus, args.workers, args.seconds)
+    await propagation(urls, key, args.changes)  # once more, with a busier database behind it
 
 
 def main() -> None:
@@ -186,6 +217,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--url", action="append", help="a running node (repeat for several)")
+    parser.add_argument(
+        "--key", help="with --url: the API key for writes (default: the admin key in .data)"
+    )
     parser.add_argument("--nodes", type=int, default=2, help="nodes of the own cluster")
     parser.add_argument("--workers", type=int, default=32, help="concurrent order clients")
     parser.add_argument("--seconds", type=float, default=10, help="length of the order run")
@@ -193,10 +227,10 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=200, help="changes timed for propagation")
     args = parser.parse_args()
     if args.url:
-        asyncio.run(run(args, args.url))
+        asyncio.run(run(args, args.url, args.key or admin_key(ROOT / ".data")))
     else:
-        with own_cluster(args.nodes) as urls:
-            asyncio.run(run(args, urls))
+        with own_cluster(args.nodes) as (urls, key):
+            asyncio.run(run(args, urls, key))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """`python -m backend.cluster` end to end: start, survive a SIGKILL, restart what
-dies, stop cleanly; and its restart policy on its own."""
+dies, stop cleanly, with credentials it makes on its first start; and its
+restart policy on its own."""
 
+import asyncio
 import logging
 import os
 import random
@@ -23,8 +25,12 @@ import psutil
 import pytest
 from pydantic import SecretStr
 
+from backend import credentials
+from backend.auth import keys
+from backend.auth.principal import SCOPES, Principal
 from backend.backoff import Backoff
 from backend.cluster import Cluster
+from backend.credentials import Credentials
 from backend.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -37,9 +43,12 @@ from backend.embedded import (
 from backend.node_process import NodeProcess
 from backend.restarts import Restarter
 from backend.settings import Settings
+from database import PostgresDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTERNAL = ("DATABASE_URL", "REDIS_URL", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY")
+GENERATED = ("BUS_KEY", "SUPABASE_JWT_SECRET")  # the cluster makes its own
+SIGN_IN = re.compile(r"^sign in \(shown this once.*?readable by its owner only\n", re.M | re.S)
 STARTUP = 60.0
 HEAL = 30.0  # seconds for a restart to be noticed, done and served again
 T = TypeVar("T")
@@ -62,14 +71,47 @@ class Launch:
         command += ["--port", str(self.node_ports[0]), "--data-dir", str(self.data_dir)]
         command += ["--pg-port", str(self.pg_port), "--redis-port", str(self.redis_port)]
         command += options
-        env = {k: v for k, v in os.environ.items() if k not in EXTERNAL} | env_vars
+        env = {k: v for k, v in os.environ.items() if k not in (*EXTERNAL, *GENERATED)}
         with self.output.open("ab") as out:
-            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=env | env_vars, stdout=out, stderr=out
+            )
         self.processes.append(process)
         return process
 
     def log(self) -> str:
         return self.output.read_text(errors="replace")
+
+    def credentials(self) -> Credentials:
+        found = credentials.load(self.data_dir)
+        assert found is not None, f"no credentials in {self.data_dir}"
+        return found
+
+    def admin_key(self) -> str:
+        return self.credentials().admin_key
+
+    def show_credentials(self) -> str:
+        command = [sys.executable, "-m", "backend.cluster", "--data-dir", str(self.data_dir)]
+        command += ["--redis-port", str(self.redis_port), "--show-credentials"]
+        env = {k: v for k, v in os.environ.items() if k not in (*EXTERNAL, *GENERATED)}
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def authenticate(self, key: str) -> Principal:
+        """The key's principal, from the cluster's own Postgres."""
+
+        async def check() -> Principal:
+            db = PostgresDatabase(f"postgresql://postgres@127.0.0.1:{self.pg_port}/postgres")
+            try:
+                await db.connect()
+                return await keys.authenticate(db, key)
+            finally:
+                await db.close()
+
+        return asyncio.run(check())
 
     def wait_healthy(self, process: "subprocess.Popen[bytes]") -> list[dict[str, object]]:
         deadline = time.monotonic() + STARTUP
@@ -152,11 +194,15 @@ def health(port: int) -> object:
     return response.json() if response.status_code == 200 else None
 
 
-def adjust(port: int, sku: str) -> int | None:
-    """Restock one unit through the node on `port`; the new version, or None if refused."""
+def adjust(port: int, sku: str, key: str) -> int | None:
+    """Restock one unit through the node on `port` with the API key `key`; the new
+    version, or None if refused."""
     url = f"http://127.0.0.1:{port}/products/{sku}/adjustments"
+    headers = {"Authorization": f"Bearer {key}"}
     try:
-        response = httpx.post(url, json={"delta": 1, "reason": "restock"}, timeout=5.0)
+        response = httpx.post(
+            url, json={"delta": 1, "reason": "restock"}, headers=headers, timeout=5.0
+        )
     except httpx.HTTPError:
         return None
     return int(response.json()["version"]) if response.status_code == 200 else None
@@ -178,9 +224,9 @@ def version_on(port: int, sku: str) -> int:
     return int(response.json()["version"]) if response.status_code == 200 else 0
 
 
-def carried(source: int, target: int, sku: str) -> bool:
+def carried(source: int, target: int, sku: str, key: str) -> bool:
     """A write on `source` reaches `target` within a second (retried by the caller)."""
-    version = adjust(source, sku)
+    version = adjust(source, sku, key)
     if version is None:
         return False
     deadline = time.monotonic() + 1.0
@@ -189,6 +235,24 @@ def carried(source: int, target: int, sku: str) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def redis_reply(port: int, command: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as conn:
+        conn.sendall(command)
+        return conn.recv(200)
+
+
+def assert_no_secret_logged(log: str, made: Credentials) -> None:
+    """Only the one sign-in text shows a secret: the admin key."""
+    (sign_in,) = SIGN_IN.findall(log)
+    assert made.admin_key in sign_in
+    rest = SIGN_IN.sub("", log)
+    for name in ("bus_key", "jwt_secret", "redis_password", "admin_key"):
+        assert getattr(made, name) not in rest, f"the {name} is in the log"
+    assert made.redis_password not in sign_in
+    assert made.bus_key not in sign_in
+    assert made.jwt_secret not in sign_in
 
 
 def accepts_connections(port: int) -> bool:
@@ -236,6 +300,16 @@ def test_cluster_starts_recovers_from_sigkill_and_stops(launch: Launch) -> None:
     assert bodies == [{"status": "ok", "node": "node-1"}, {"status": "ok", "node": "node-2"}]
     postgres, redis, old_nodes = launch.postmaster_pid(), launch.redis_pid(), node_pids(first)
     assert len(old_nodes) == 2
+    # Credentials made on the first start: private, shown once, and the key works.
+    made = launch.credentials()
+    mode = (launch.data_dir / credentials.FILE_NAME).stat().st_mode
+    assert mode & 0o777 == 0o600
+    assert made.shown
+    assert f'curl -H "Authorization: Bearer {made.admin_key}"' in launch.log()
+    admin = launch.authenticate(made.admin_key)
+    assert (admin.name, admin.scopes) == (credentials.ADMIN_KEY_NAME, frozenset(SCOPES))
+    assert redis_reply(launch.redis_port, b"PING\r\n").startswith(b"-NOAUTH")
+    first_output = len(launch.log())
 
     first.kill()  # no cleanup at all: servers and nodes are left running
     first.wait()
@@ -253,10 +327,18 @@ def test_cluster_starts_recovers_from_sigkill_and_stops(launch: Launch) -> None:
     assert [body["node"] for body in bodies] == ["node-1", "node-2"]
     assert len(node_pids(second)) == 2
     postgres, redis = launch.postmaster_pid(), launch.redis_pid()
+    # The same credentials, not shown again but on demand; the key still works.
+    assert launch.credentials() == made
+    second_output = launch.log()[first_output:]
+    assert f"credentials: {launch.data_dir / credentials.FILE_NAME}" in second_output
+    assert made.admin_key not in second_output
+    assert f"admin API key, every scope: {made.admin_key}\n" in launch.show_credentials()
+    launch.authenticate(made.admin_key)
 
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=60) == 0, launch.log()
     launch.assert_all_stopped(postgres, redis)
+    assert_no_secret_logged(launch.log(), made)
 
 
 def test_cluster_restarts_a_killed_node_redis_and_postgres(launch: Launch) -> None:
@@ -264,8 +346,9 @@ def test_cluster_restarts_a_killed_node_redis_and_postgres(launch: Launch) -> No
     cluster = launch.start(CATCHUP_INTERVAL_SECONDS="3600")
     launch.wait_healthy(cluster)
     first, second = launch.node_ports
+    key = launch.admin_key()
     sku = wait_for(lambda: a_sku(first), "node-1 serves the catalog")  # /health came first
-    wait_for(lambda: carried(first, second, sku), "node-1 to node-2 through Redis")
+    wait_for(lambda: carried(first, second, sku, key), "node-1 to node-2 through Redis")
 
     old = wait_for(lambda: node_pid(cluster, first), "node-1 runs")
     os.kill(old, signal.SIGKILL)
@@ -280,21 +363,23 @@ def test_cluster_restarts_a_killed_node_redis_and_postgres(launch: Launch) -> No
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: launch.replaced(launch.redis_pid, old), "a new Redis")
     assert not psutil.pid_exists(old), "the killed Redis is left a zombie"
-    wait_for(lambda: carried(first, second, sku), "node-1 to node-2 through the new Redis")
-    wait_for(lambda: carried(second, first, sku), "node-2 to node-1 through the new Redis")
+    assert redis_reply(launch.redis_port, b"PING\r\n").startswith(b"-NOAUTH")
+    wait_for(lambda: carried(first, second, sku, key), "node-1 to node-2 through the new Redis")
+    wait_for(lambda: carried(second, first, sku, key), "node-2 to node-1 through the new Redis")
     assert f"Redis (pid {old}) was killed by SIGKILL" in launch.log()
 
     old = launch.postmaster_pid()
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: launch.replaced(launch.postmaster_pid, old), "a new Postgres")
-    wait_for(lambda: adjust(first, sku), "node-1 writes again")
-    wait_for(lambda: adjust(second, sku), "node-2 writes again")
+    wait_for(lambda: adjust(first, sku, key), "node-1 writes again")
+    wait_for(lambda: adjust(second, sku, key), "node-2 writes again")
     assert f"Postgres (pid {old}) is no longer running" in launch.log()
 
     postgres, redis = launch.postmaster_pid(), launch.redis_pid()
     cluster.send_signal(signal.SIGTERM)
     assert cluster.wait(timeout=60) == 0, launch.log()
     launch.assert_all_stopped(postgres, redis)
+    assert_no_secret_logged(launch.log(), launch.credentials())
 
 
 def test_sigterm_during_a_backoff_stops_everything_at_once(launch: Launch) -> None:

