@@ -46,13 +46,6 @@ class State(TypedDict):
     metrics: Metrics
 
 
-def bus_key(settings: Settings) -> bytes:
-    if settings.bus_key is None:
-        log.warning("BUS_KEY is not set: bus messages are sealed with a well-known key")
-        return b"orderflow-insecure-bus-key"
-    return settings.bus_key.get_secret_value().encode()
-
-
 class Node:
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
@@ -95,12 +88,12 @@ class Node:
         meanwhile: a full resync.
         """
         settings = self.settings
-        if not settings.redis_url:
-            return None
+        if not settings.redis_url or settings.bus_key is None:
+            return None  # Settings refuse a Redis URL without a bus key
         return RedisBus(
             settings.redis_url,
             settings.node_id,
-            key=bus_key(settings),
+            key=settings.bus_key.get_secret_value().encode(),
             prefix=settings.channel_prefix,
             outbox_size=settings.bus_outbox_size,
             on_message=lambda change: self.sync.apply([change], "bus"),

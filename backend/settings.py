@@ -84,6 +84,16 @@ class Settings(BaseSettings):
                 "SUPABASE_URL must be the project's API URL (https://<ref>.supabase.co);"
                 " a Postgres connection string goes in DATABASE_URL"
             )
+        if self.redis_url and self.bus_key is None:
+            raise ValueError(
+                "REDIS_URL is set but BUS_KEY is not: every node needs the same secret key"
+                " to seal its bus messages (make one with: python3 -c"
+                " 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        for name in ("bus_key", "supabase_jwt_secret", "metrics_token"):
+            value = getattr(self, name)
+            if value is not None and value.get_secret_value().startswith(("change-me", "your-")):
+                raise ValueError(f"{name.upper()} is still the placeholder from .env.example")
         secret = self.supabase_jwt_secret
         if secret is not None and len(secret.get_secret_value().encode()) < 32:
             raise ValueError("SUPABASE_JWT_SECRET must be at least 32 bytes")

@@ -37,3 +37,16 @@ def test_a_half_configured_supabase_mode_is_a_clear_error(values: dict[str, Any]
         Settings(_env_file=None, **values)
     assert "SUPABASE" in str(refused.value)
     assert "secret-key-value" not in str(refused.value)
+
+
+def test_a_redis_url_without_a_bus_key_is_refused() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, redis_url="redis://127.0.0.1:6379/0")
+    assert "BUS_KEY" in str(refused.value)
+
+
+def test_a_placeholder_secret_is_refused() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, bus_key="change-me-to-a-long-random-string")
+    assert "placeholder" in str(refused.value)
+    assert "change-me-to" not in str(refused.value)
