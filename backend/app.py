@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from backend import handlers, logs, signals
+from backend import handlers, logs, openapi, signals
 from backend.node import Node, State
 from backend.routers import health, live, metrics, orders, products
 from backend.settings import Settings
@@ -76,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/", _dashboard, include_in_schema=False)
+    openapi.install(app, settings)
     return app
 
 

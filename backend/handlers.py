@@ -1,11 +1,13 @@
 """The one place errors become HTTP responses, all in the shape `{code, message, details}`."""
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend import logs
@@ -19,6 +21,11 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
+def _invalid_json(problems: list[dict[str, Any]]) -> JSONResponse:
+    error = AppError(422, "INVALID_JSON", "the body is not valid JSON", {"errors": problems})
+    return JSONResponse(error.body(), status_code=422)
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [
@@ -29,18 +36,40 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         for error in exc.errors()
     ]
     if any(error["type"] == "json_invalid" for error in exc.errors()):
-        error = AppError(422, "INVALID_JSON", "the body is not valid JSON", {"errors": problems})
-    else:
-        error = AppError(422, "VALIDATION_ERROR", "the request is not valid", {"errors": problems})
+        return _invalid_json(problems)
+    error = AppError(422, "VALIDATION_ERROR", "the request is not valid", {"errors": problems})
     return JSONResponse(error.body(), status_code=422)
+
+
+def _unreadable_body(exc: StarletteHTTPException) -> BaseException | None:
+    """What stopped FastAPI reading a JSON body that its decoder did not call malformed:
+    bytes that are not UTF-8, nesting deeper than the decoder's recursion, an integer
+    past Python's digit limit. FastAPI answers those 400 with the cause chained; to a
+    client they are unreadable JSON like any other."""
+    return exc.__cause__ if exc.status_code == 400 else None
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the API document gives the path. Starlette's 405 names only the
+    first matching route's, and GET and POST /products, say, are two routes."""
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern, _, _ = compile_path(template)
+        if pattern.match(request.url.path):
+            return ", ".join(sorted(method.upper() for method in operations))
+    return None  # not in the document (the dashboard, /docs): Starlette's answer stands
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 400: "BAD_REQUEST"}
+    if cause := _unreadable_body(exc):
+        return _invalid_json([{"location": ["body"], "problem": str(cause)}])
+    headers = exc.headers
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers = {**(headers or {}), "Allow": allowed}
+    codes = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
     code = codes.get(exc.status_code, "HTTP_ERROR")
     error = AppError(exc.status_code, code, str(exc.detail))
-    return JSONResponse(error.body(), status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(error.body(), status_code=exc.status_code, headers=headers)
 
 
 class InternalErrorMiddleware:

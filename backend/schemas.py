@@ -1,24 +1,69 @@
-"""Request and response bodies of the REST API."""
+"""Request and response bodies of the REST API, and the errors each route declares.
+
+The request schemas are the contract: what they accept, the server accepts
+(short of a rule only the data can decide, like an unknown SKU), and what they
+refuse never reaches SQL.
+"""
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 INT32_MAX = 2_147_483_647
+# Versions and ledger seqs are Postgres bigints, bounded here by the largest integer a
+# JSON number holds exactly (2^53 - 1): past it JavaScript clients, and JSON Schema
+# validators comparing as doubles, cannot tell one bigint from the next.
+MAX_SAFE_INTEGER = 9_007_199_254_740_991
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (Postgres refuses NUL outright)
+# Printable, and neither starting nor ending with a control or space character: a name
+# is stored as sent. The spaces are spelled out, as regex engines disagree on `\s`
+# (U+0085 and U+FEFF): pydantic's, JSON Schema's and every client's must agree here.
+_BLANK = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NAME_PATTERN = rf"^[^{_BLANK}](?:[^\x00-\x1f\x7f]*[^{_BLANK}])?$"
+
+
+def _whole_number(value: object) -> object:
+    """JSON Schema's `integer` includes 5.0 (draft 2020-12): take it as 5. Strings,
+    booleans and fractions stay refused by the strict check that follows."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _not_zero(value: int) -> int:
+    if value == 0:
+        raise ValueError("must not be zero")
+    return value
+
+
+# Field before BeforeValidator: the other order loses minimum/maximum in the JSON schema.
+WholeNumber = BeforeValidator(_whole_number)
 
 Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
-Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=PRINTABLE)
-]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=PRINTABLE)]
-Cents = Annotated[int, Field(strict=True, ge=0, le=100_000_000_000)]
-Units = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
-Version = Annotated[int, Field(strict=True, ge=1)]
+Cents = Annotated[int, Field(strict=True, ge=0, le=100_000_000_000), WholeNumber]
+Units = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX), WholeNumber]
+Quantity = Annotated[int, Field(strict=True, ge=1, le=INT32_MAX), WholeNumber]
+Delta = Annotated[
+    int,
+    Field(strict=True, ge=-INT32_MAX, le=INT32_MAX, json_schema_extra={"not": {"const": 0}}),
+    WholeNumber,
+    AfterValidator(_not_zero),
+]
+Version = Annotated[int, Field(strict=True, ge=1, le=MAX_SAFE_INTEGER), WholeNumber]
 AdjustReason = Literal["restock", "damage", "count", "return", "correction"]
 OrderStatus = Literal["pending", "confirmed", "cancelled", "expired"]
 
@@ -37,7 +82,22 @@ class ProductCreate(Body):
     low_stock_threshold: Units = 5
 
 
+_PATCHABLE = ("name", "price_cents", "low_stock_threshold")
+
+
 class ProductPatch(Body):
+    """At least one of name, price_cents and low_stock_threshold; null leaves a field as is."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
+                for field in _PATCHABLE
+            ]
+        },
+    )
+
     name: Name | None = None
     price_cents: Cents | None = None
     low_stock_threshold: Units | None = None
@@ -45,9 +105,15 @@ class ProductPatch(Body):
         default=None, description="Refuse with VERSION_CONFLICT if the product moved on."
     )
 
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if all(getattr(self, field) is None for field in _PATCHABLE):
+            raise ValueError(f"give at least one of {', '.join(_PATCHABLE)}")
+        return self
+
 
 class Adjustment(Body):
-    delta: Annotated[int, Field(strict=True, ge=-INT32_MAX, le=INT32_MAX)] = Field(
+    delta: Delta = Field(
         description="Units to add (restock, return) or remove (damage, count); not zero."
     )
     reason: AdjustReason
@@ -68,10 +134,12 @@ class AvailabilityQuery(Body):
 
 class OrderLine(Body):
     sku: Sku
-    quantity: Annotated[int, Field(strict=True, ge=1, le=INT32_MAX)]
+    quantity: Quantity
 
 
 class OrderCreate(Body):
+    # 1000 is the most any node may allow; the OpenAPI document states this node's
+    # MAX_ORDER_LINES, which place_order enforces (TOO_MANY_LINES).
     items: list[OrderLine] = Field(min_length=1, max_length=1000)
     customer_id: CustomerId | None = None
 
@@ -162,17 +230,74 @@ class OrderPage(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    code: str = Field(examples=["OUT_OF_STOCK"])
+    code: str
     message: str
     details: dict[str, object]
 
 
-ERRORS: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
-        404: "Not found (NOT_FOUND)",
-        409: "Conflict: OUT_OF_STOCK, VERSION_CONFLICT, INVALID_TRANSITION, ...",
-        422: "Invalid request (VALIDATION_ERROR, INVALID_INPUT, ...)",
-        503: "Database unavailable",
-    }.items()
+# Every machine code the API answers with, and its status.
+ERROR_STATUS: dict[str, int] = {
+    "NOT_FOUND": 404,
+    "OUT_OF_STOCK": 409,
+    "VERSION_CONFLICT": 409,
+    "INVALID_TRANSITION": 409,
+    "IDEMPOTENCY_MISMATCH": 409,
+    "SKU_EXISTS": 409,
+    "HAS_HOLDS": 409,
+    "CONFLICT": 409,
+    "VALIDATION_ERROR": 422,
+    "INVALID_JSON": 422,
+    "INVALID_INPUT": 422,
+    "UNKNOWN_SKU": 422,
+    "TOO_MANY_LINES": 422,
+    "INVALID_CURSOR": 422,
+    "INTERNAL": 500,
+    "DATABASE_ERROR": 500,
+    "DATABASE_UNAVAILABLE": 503,
+    "DATABASE_TIMEOUT": 503,
+    "RETRY": 503,
+    "SCHEMA_OUT_OF_DATE": 503,
+    "DATABASE_FORBIDDEN": 503,
+    "NOT_READY": 503,
 }
+_STATUS_TEXT = {
+    404: "Not found",
+    409: "Conflicts with the current state",
+    422: "Invalid request",
+    500: "Unexpected error (INTERNAL carries the request id to find it in the logs)",
+    503: "The database is unavailable, this node is set up wrong, or still starting",
+}
+
+# Codes that routes of one kind share.
+REQUEST = ("VALIDATION_ERROR",)  # path, query or header parameters
+BODY = (*REQUEST, "INVALID_JSON")
+# What any call of a SQL function can end in, besides its own codes (backend.errors).
+DATABASE = (
+    "INVALID_INPUT",
+    "DATABASE_ERROR",
+    "DATABASE_UNAVAILABLE",
+    "DATABASE_TIMEOUT",
+    "RETRY",
+    "SCHEMA_OUT_OF_DATE",
+    "DATABASE_FORBIDDEN",
+)
+WRITE = (*DATABASE, "CONFLICT")
+CACHE = ("NOT_READY",)  # reads from this node's cache, before it has loaded the catalog
+
+
+def errors(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """A route's error responses: per status, the codes it can carry (an enum in
+    its schema) in the one error shape. Any route can fail unexpectedly: 500 INTERNAL."""
+    by_status: dict[int, list[str]] = {}
+    for code in sorted({*codes, "INTERNAL"}):
+        by_status.setdefault(ERROR_STATUS[code], []).append(code)
+    return {status: _error_response(status, found) for status, found in sorted(by_status.items())}
+
+
+def _error_response(status: int, codes: list[str]) -> dict[str, Any]:
+    schema = ErrorBody.model_json_schema()
+    schema["properties"]["code"] = {"type": "string", "enum": codes}
+    return {
+        "description": f"{_STATUS_TEXT[status]}: {', '.join(codes)}",
+        "content": {"application/json": {"schema": schema}},
+    }

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from backend import schemas
 from backend.deps import DatabaseDep, StoreDep
+from backend.schemas import BODY, DATABASE, REQUEST, WRITE, errors
 
-router = APIRouter(prefix="/orders", tags=["orders"], responses=schemas.ERRORS)
+router = APIRouter(prefix="/orders", tags=["orders"])
 
 IdempotencyKey = Annotated[
     str | None,
@@ -21,7 +22,19 @@ IdempotencyKey = Annotated[
 ]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Order)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.Order,
+    responses=errors(
+        "OUT_OF_STOCK",
+        "IDEMPOTENCY_MISMATCH",
+        "UNKNOWN_SKU",
+        "TOO_MANY_LINES",
+        *BODY,
+        *WRITE,
+    ),
+)
 async def place_order(
     body: schemas.OrderCreate,
     store: StoreDep,
@@ -37,24 +50,40 @@ async def place_order(
     return order
 
 
-@router.get("", response_model=schemas.OrderPage)
+@router.get(
+    "", response_model=schemas.OrderPage, responses=errors("INVALID_CURSOR", *REQUEST, *DATABASE)
+)
 async def list_orders(
     db: DatabaseDep,
-    customer_id: Annotated[str | None, Query(max_length=100)] = None,
+    customer_id: Annotated[str | None, Query(max_length=100, pattern=schemas.PRINTABLE)] = None,
     status: schemas.OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=schemas.PRINTABLE,
+            description="A `next` from the last page.",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     page: dict[str, Any] = await db.list_orders(customer_id, status, limit, cursor)
     return page
 
 
-@router.get("/{order_id}", response_model=schemas.Order)
+@router.get(
+    "/{order_id}", response_model=schemas.Order, responses=errors("NOT_FOUND", *REQUEST, *DATABASE)
+)
 async def get_order(order_id: UUID, db: DatabaseDep) -> dict[str, Any]:
     return await db.get_order(order_id)
 
 
-@router.post("/{order_id}/confirm", response_model=schemas.Order)
+@router.post(
+    "/{order_id}/confirm",
+    response_model=schemas.Order,
+    responses=errors("NOT_FOUND", "INVALID_TRANSITION", *REQUEST, *WRITE),
+)
 async def confirm_order(order_id: UUID, store: StoreDep) -> dict[str, Any]:
     """Payment captured: the held units are sold."""
     result = await store.confirm_order(order_id)
@@ -62,7 +91,11 @@ async def confirm_order(order_id: UUID, store: StoreDep) -> dict[str, Any]:
     return order
 
 
-@router.post("/{order_id}/cancel", response_model=schemas.Order)
+@router.post(
+    "/{order_id}/cancel",
+    response_model=schemas.Order,
+    responses=errors("NOT_FOUND", "INVALID_TRANSITION", *REQUEST, *WRITE),
+)
 async def cancel_order(order_id: UUID, store: StoreDep) -> dict[str, Any]:
     """The held units go back on sale."""
     result = await store.cancel_order(order_id)

@@ -7,13 +7,18 @@ from fastapi import APIRouter, Path, Query, status
 from backend import schemas
 from backend.deps import CacheDep, DatabaseDep, SettingsDep, StoreDep
 from backend.errors import not_found
+from backend.schemas import BODY, CACHE, DATABASE, REQUEST, WRITE, errors
 
-router = APIRouter(tags=["products"], responses=schemas.ERRORS)
+router = APIRouter(tags=["products"])
 
-SkuPath = Annotated[str, Path(max_length=64, description="The product's SKU")]
+SkuPath = Annotated[str, Path(pattern=schemas.SKU_PATTERN, description="The product's SKU")]
+Before = Annotated[
+    int | None,
+    Query(ge=1, le=schemas.MAX_SAFE_INTEGER, description="A `next` from the previous page."),
+]
 
 
-@router.get("/products", response_model=schemas.ProductPage)
+@router.get("/products", response_model=schemas.ProductPage, responses=errors(*REQUEST, *CACHE))
 async def list_products(
     cache: CacheDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
@@ -23,7 +28,11 @@ async def list_products(
     return {"items": items, "next": next_sku}
 
 
-@router.get("/products/{sku}", response_model=schemas.Product)
+@router.get(
+    "/products/{sku}",
+    response_model=schemas.Product,
+    responses=errors("NOT_FOUND", *REQUEST, *CACHE),
+)
 async def get_product(sku: SkuPath, cache: CacheDep) -> dict[str, Any]:
     product = cache.get(sku)
     if product is None:
@@ -31,7 +40,12 @@ async def get_product(sku: SkuPath, cache: CacheDep) -> dict[str, Any]:
     return product
 
 
-@router.post("/products", status_code=status.HTTP_201_CREATED, response_model=schemas.Product)
+@router.post(
+    "/products",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.Product,
+    responses=errors("SKU_EXISTS", *BODY, *WRITE),
+)
 async def create_product(body: schemas.ProductCreate, store: StoreDep) -> dict[str, Any]:
     result = await store.create_product(
         body.sku, body.name, body.price_cents, body.on_hand, body.low_stock_threshold
@@ -40,7 +54,11 @@ async def create_product(body: schemas.ProductCreate, store: StoreDep) -> dict[s
     return product
 
 
-@router.patch("/products/{sku}", response_model=schemas.Product)
+@router.patch(
+    "/products/{sku}",
+    response_model=schemas.Product,
+    responses=errors("NOT_FOUND", "VERSION_CONFLICT", *BODY, *WRITE),
+)
 async def update_product(
     sku: SkuPath, body: schemas.ProductPatch, store: StoreDep
 ) -> dict[str, Any]:
@@ -51,7 +69,11 @@ async def update_product(
     return product
 
 
-@router.delete("/products/{sku}", response_model=schemas.Product)
+@router.delete(
+    "/products/{sku}",
+    response_model=schemas.Product,
+    responses=errors("NOT_FOUND", "HAS_HOLDS", *REQUEST, *WRITE),
+)
 async def delete_product(sku: SkuPath, store: StoreDep) -> dict[str, Any]:
     """Soft delete: refused with HAS_HOLDS while pending orders hold units of it."""
     result = await store.delete_product(sku)
@@ -59,21 +81,31 @@ async def delete_product(sku: SkuPath, store: StoreDep) -> dict[str, Any]:
     return product
 
 
-@router.post("/products/{sku}/adjustments", response_model=schemas.StockChange)
+@router.post(
+    "/products/{sku}/adjustments",
+    response_model=schemas.StockChange,
+    responses=errors("NOT_FOUND", "OUT_OF_STOCK", *BODY, *WRITE),
+)
 async def adjust_stock(sku: SkuPath, body: schemas.Adjustment, store: StoreDep) -> dict[str, Any]:
     result = await store.adjust_stock(sku, body.delta, body.reason)
     change: dict[str, Any] = result["changes"][0]
     return change
 
 
-@router.put("/products/{sku}/stock", response_model=schemas.StockChange)
+@router.put(
+    "/products/{sku}/stock",
+    response_model=schemas.StockChange,
+    responses=errors("NOT_FOUND", "VERSION_CONFLICT", "OUT_OF_STOCK", *BODY, *WRITE),
+)
 async def set_stock(sku: SkuPath, body: schemas.StockSet, store: StoreDep) -> dict[str, Any]:
     result = await store.set_stock(sku, body.on_hand, body.expected_version)
     change: dict[str, Any] = result["changes"][0]
     return change
 
 
-@router.post("/availability", response_model=schemas.AvailabilityResult)
+@router.post(
+    "/availability", response_model=schemas.AvailabilityResult, responses=errors(*BODY, *CACHE)
+)
 async def availability(
     body: schemas.AvailabilityQuery, cache: CacheDep, settings: SettingsDep
 ) -> dict[str, Any]:
@@ -87,24 +119,32 @@ async def availability(
     return {"node": settings.node_id, "items": found, "missing": missing}
 
 
-@router.get("/products/{sku}/events", response_model=schemas.StockChangePage)
+@router.get(
+    "/products/{sku}/events",
+    response_model=schemas.StockChangePage,
+    responses=errors("NOT_FOUND", *REQUEST, *CACHE, *DATABASE),
+)
 async def product_events(
     sku: SkuPath,
     db: DatabaseDep,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    cache: CacheDep,
+    before: Before = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    """The product's ledger, newest first."""
-    page = await db.list_stock_events(sku, before, limit)
-    if not page["items"] and before is None:
-        raise not_found(f"no stock events for sku {sku}", sku=sku)
+    """The product's ledger, newest first. A deleted product's is in `/events`:
+    its SKU, free for another product, names no product here."""
+    if cache.get(sku) is None:
+        raise not_found(f"no product with sku {sku}", sku=sku)
+    page: dict[str, Any] = await db.list_stock_events(sku, before, limit)
     return page
 
 
-@router.get("/events", response_model=schemas.StockChangePage)
+@router.get(
+    "/events", response_model=schemas.StockChangePage, responses=errors(*REQUEST, *DATABASE)
+)
 async def events(
     db: DatabaseDep,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Before = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """The whole ledger, newest first."""
