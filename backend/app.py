@@ -5,14 +5,17 @@ import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from backend import handlers, logs, openapi, signals
+from backend.deps import authorize
+from backend.guards import BodyLimit, DashboardHeaders
 from backend.node import Node, State
-from backend.routers import health, live, metrics, orders, products
+from backend.routers import health, keys, live, metrics, orders, products
 from backend.settings import Settings
 from database import Database, PostgresDatabase, SupabaseDatabase
 
@@ -68,12 +71,25 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Real-time, multi-node inventory sync server",
         lifespan=lifespan,
+        dependencies=[Depends(authorize)],  # every route's rule: backend.auth.policy
     )
     app.state.settings = settings
-    handlers.install(app)
-    app.add_middleware(logs.RequestIdMiddleware)
-    for router in (products.router, orders.router, live.router, health.router, metrics.router):
-        app.include_router(router)
+    handlers.install(app)  # innermost: an unexpected error becomes the one error shape
+    app.add_middleware(DashboardHeaders, connect_to=[u for u in [settings.supabase_url] if u])
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Idempotent-Replayed", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(logs.RequestIdMiddleware)  # outermost: every log line has the id
+    routers = (products, orders, keys, live, health, metrics)
+    for module in routers:
+        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/", _dashboard, include_in_schema=False)
     openapi.install(app, settings)

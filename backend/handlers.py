@@ -18,7 +18,16 @@ log = logging.getLogger(__name__)
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=_headers(exc))
+
+
+def _headers(error: AppError) -> dict[str, str] | None:
+    """What HTTP says must come with some statuses: how to authenticate, when to retry."""
+    if error.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if error.status == 429 and "retry_after" in error.details:
+        return {"Retry-After": str(error.details["retry_after"])}
+    return None
 
 
 def _invalid_json(problems: list[dict[str, Any]]) -> JSONResponse:

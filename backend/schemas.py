@@ -237,7 +237,11 @@ class ErrorBody(BaseModel):
 
 # Every machine code the API answers with, and its status.
 ERROR_STATUS: dict[str, int] = {
+    "UNAUTHENTICATED": 401,
+    "FORBIDDEN": 403,
     "NOT_FOUND": 404,
+    "PAYLOAD_TOO_LARGE": 413,
+    "RATE_LIMITED": 429,
     "OUT_OF_STOCK": 409,
     "VERSION_CONFLICT": 409,
     "INVALID_TRANSITION": 409,
@@ -261,7 +265,11 @@ ERROR_STATUS: dict[str, int] = {
     "NOT_READY": 503,
 }
 _STATUS_TEXT = {
+    401: "No credentials, or ones that do not hold (expired, revoked, forged)",
+    403: "The caller may not do this",
     404: "Not found",
+    413: "The request body is too large",
+    429: "Too many writes by this caller; retry after Retry-After seconds",
     409: "Conflicts with the current state",
     422: "Invalid request",
     500: "Unexpected error (INTERNAL carries the request id to find it in the logs)",

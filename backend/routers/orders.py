@@ -6,7 +6,8 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Response, status
 
 from backend import schemas
-from backend.deps import DatabaseDep, StoreDep
+from backend.auth.policy import forbidden
+from backend.deps import DatabaseDep, PrincipalDep, StoreDep
 from backend.schemas import BODY, DATABASE, REQUEST, WRITE, errors
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -38,12 +39,22 @@ IdempotencyKey = Annotated[
 async def place_order(
     body: schemas.OrderCreate,
     store: StoreDep,
+    principal: PrincipalDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    """Reserve every line or none; the hold lasts HOLD_SECONDS unless confirmed."""
+    """Reserve every line or none; the hold lasts HOLD_SECONDS unless confirmed.
+
+    A customer orders as themselves (`customer_id` is their own or left out);
+    staff and keys with `orders:write` order for any customer. The idempotency
+    key is the caller's own: another caller's same key is another order."""
+    customer_id = body.customer_id
+    if principal.customer_id is not None:
+        if customer_id not in (None, principal.customer_id):
+            raise forbidden("customers place orders as themselves")
+        customer_id = principal.customer_id
     items = [line.model_dump() for line in body.items]
-    result = await store.place_order(items, body.customer_id, idempotency_key)
+    result = await store.place_order(items, customer_id, idempotency_key, principal.caller)
     if result["replayed"]:
         response.headers["Idempotent-Replayed"] = "true"
     order: dict[str, Any] = result["order"]
@@ -55,6 +66,7 @@ async def place_order(
 )
 async def list_orders(
     db: DatabaseDep,
+    principal: PrincipalDep,
     customer_id: Annotated[str | None, Query(max_length=100, pattern=schemas.PRINTABLE)] = None,
     status: schemas.OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -68,6 +80,11 @@ async def list_orders(
         ),
     ] = None,
 ) -> dict[str, Any]:
+    """Newest first. Customers see their own orders only."""
+    if principal.customer_id is not None:
+        if customer_id not in (None, principal.customer_id):
+            raise forbidden("customers list their own orders only")
+        customer_id = principal.customer_id
     page: dict[str, Any] = await db.list_orders(customer_id, status, limit, cursor)
     return page
 
@@ -75,8 +92,9 @@ async def list_orders(
 @router.get(
     "/{order_id}", response_model=schemas.Order, responses=errors("NOT_FOUND", *REQUEST, *DATABASE)
 )
-async def get_order(order_id: UUID, db: DatabaseDep) -> dict[str, Any]:
-    return await db.get_order(order_id)
+async def get_order(order_id: UUID, db: DatabaseDep, principal: PrincipalDep) -> dict[str, Any]:
+    """A customer's own order; another customer's is NOT_FOUND, like a missing one."""
+    return await db.get_order(order_id, customer_id=principal.customer_id)
 
 
 @router.post(
@@ -96,8 +114,8 @@ async def confirm_order(order_id: UUID, store: StoreDep) -> dict[str, Any]:
     response_model=schemas.Order,
     responses=errors("NOT_FOUND", "INVALID_TRANSITION", *REQUEST, *WRITE),
 )
-async def cancel_order(order_id: UUID, store: StoreDep) -> dict[str, Any]:
-    """The held units go back on sale."""
-    result = await store.cancel_order(order_id)
+async def cancel_order(order_id: UUID, store: StoreDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The held units go back on sale. Customers cancel their own orders only."""
+    result = await store.cancel_order(order_id, principal.customer_id)
     order: dict[str, Any] = result["order"]
     return order
