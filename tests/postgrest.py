@@ -290,6 +290,8 @@ async def supabase_api(database_url: str) -> AsyncIterator[PostgREST]:
     try:
         with respx.mock(assert_all_called=False) as router:
             router.route(host="127.0.0.1").pass_through()
+            # Supabase Auth's key set, as a project with only the legacy HS256 secret serves it.
+            router.get(f"{SUPABASE_URL}/auth/v1/.well-known/jwks.json").respond(json={"keys": []})
             api.mount(router)
             yield api
     finally:

@@ -24,6 +24,7 @@ from database import Json, PostgresDatabase
 
 BUS_KEY = "test-bus-key"  # what test nodes seal their bus messages with
 JWT_SECRET = "test-jwt-secret-of-at-least-32-bytes!"  # what test nodes verify HS256 tokens with
+ISSUER = "https://auth.orderflow.test/auth/v1"  # the `iss` test nodes expect
 
 
 def token(sub: str, role: str | None = None, *, minutes: float = 60, **claims: Any) -> str:
@@ -36,6 +37,7 @@ def token(sub: str, role: str | None = None, *, minutes: float = 60, **claims: A
         "iat": now,
         "exp": now + int(minutes * 60),
         "email": f"{sub}@example.com",
+        "iss": ISSUER,
         "app_metadata": {"role": role} if role else {},
     }
     return jwt.encode(body | claims, JWT_SECRET, algorithm="HS256")
@@ -63,6 +65,7 @@ def node_settings(database_url: str, node_id: str = "node-test", **overrides: An
         "db_pool_max": 10,
         "bus_key": SecretStr(BUS_KEY),
         "supabase_jwt_secret": SecretStr(JWT_SECRET),
+        "auth_issuer": ISSUER,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

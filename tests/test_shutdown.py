@@ -2,6 +2,7 @@
 request in flight and publishes its change before it exits. A real uvicorn process."""
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -15,10 +16,11 @@ import httpx
 import pytest
 import redis.asyncio as redis
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from backend.bus import CHANNEL
 from backend.embedded import EmbeddedRedis, free_port
-from tests.support import until
+from tests.support import ADMIN, BUS_KEY, ISSUER, JWT_SECRET, until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +36,9 @@ async def node_process(
         "REDIS_URL": redis_server.url,
         "NODE_ID": "node-stop",
         "SHUTDOWN_DELAY_SECONDS": "1",
+        "BUS_KEY": BUS_KEY,
+        "SUPABASE_JWT_SECRET": JWT_SECRET,
+        "AUTH_ISSUER": ISSUER,
     }
     log = (tmp_path / "node.log").open("wb")
     command = [sys.executable, "-m", "uvicorn", "backend.main:app", "--port", str(port)]
@@ -41,7 +46,8 @@ async def node_process(
         subprocess.Popen, command, cwd=ROOT, env=env, stdout=log, stderr=log
     )
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        base_url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base_url, headers=ADMIN, timeout=10) as client:
 
             async def is_ready() -> bool:
                 try:
@@ -92,8 +98,11 @@ async def test_sigterm_drains_before_the_node_exits(
 
             await until(not_ready, 5, "/ready fails once the node is stopping")
 
+            messages = []
             async with asyncio.timeout(10):
-                messages = [json.loads(m) async for m in ws]  # until the node closes it
+                with contextlib.suppress(ConnectionClosed):  # 1012 is not a normal closure
+                    async for message in ws:
+                        messages.append(json.loads(message))
             assert messages[-1] == {"type": "reconnect", "reason": "shutdown"}
             assert ws.close_code == 1012
 
