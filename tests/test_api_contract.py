@@ -22,9 +22,13 @@ from schemathesis import BaseSchema, Case, HookContext, Response
 from schemathesis.core.failures import Failure
 from schemathesis.openapi.checks import RejectedPositiveData
 
-from tests.support import node_settings, run_node, serve
+from tests.support import ADMIN, bearer, node_settings, run_node, serve, token
 
-pytestmark = pytest.mark.timeout(50)  # bounded in time as well as in examples
+pytestmark = pytest.mark.timeout(90)  # bounded in time as well as in examples
+
+# Every operation is run as an admin (who may do everything) and as a customer (who
+# may place and read their own orders and is refused the rest, as documented).
+CALLERS = {"admin": ADMIN, "customer": bearer(token("cust-contract", minutes=30))}
 
 MAX_ORDER_LINES = 7  # not the default, so the document must say this node's own
 PRODUCTS = [
@@ -42,7 +46,7 @@ DATA_DECIDES = {
     ("POST /products/{sku}/adjustments", "INVALID_INPUT"): "a delta may push on_hand past"
     " 2^31-1, which depends on the stock already there",
 }
-CONFIG = schemathesis.Config.from_dict({"generation": {"database": "none"}})
+CONFIG_VALUES: dict[str, Any] = {"generation": {"database": "none"}}
 STATEFUL_SECONDS = 8
 BOUNDED = settings(
     max_examples=15,
@@ -73,12 +77,21 @@ def found() -> list[str]:
     return []
 
 
+@pytest.fixture(params=sorted(CALLERS))
+def caller(request: pytest.FixtureRequest) -> dict[str, str]:
+    headers: dict[str, str] = CALLERS[request.param]
+    return headers
+
+
 @pytest.fixture
-def api_schema(live_node: str, found: list[str], request: pytest.FixtureRequest) -> BaseSchema:
+def api_schema(
+    live_node: str, found: list[str], caller: dict[str, str], request: pytest.FixtureRequest
+) -> BaseSchema:
     # schemathesis 4.32 renames the pytest item through `_nodeid`, which pytest 9.2 no
     # longer has: give it one (reports then name the operation in the subtest instead).
     request.node._nodeid = request.node.nodeid
-    api = schemathesis.openapi.from_url(f"{live_node}/openapi.json", config=CONFIG)
+    config = schemathesis.Config.from_dict({**CONFIG_VALUES, "headers": caller})
+    api = schemathesis.openapi.from_url(f"{live_node}/openapi.json", config=config)
 
     @api.hook
     def filter_failure(

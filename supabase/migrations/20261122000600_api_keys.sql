@@ -23,7 +23,7 @@ create table public.api_keys (
     constraint api_keys_key_hash_format check (key_hash ~ '^[0-9a-f]{64}$'),
   name text not null
     constraint api_keys_name_format check (
-      char_length(name) between 1 and 200 and name !~ '[[:cntrl:]]'),
+      char_length(name) between 1 and 200 and name !~ '[\x01-\x1f\x7f]'),
   scopes text[] not null
     constraint api_keys_scopes_present check (cardinality(scopes) > 0),
   created_at timestamptz not null default now(),
@@ -55,7 +55,7 @@ declare
   v public.api_keys;
   v_unknown jsonb;
 begin
-  if p_name is null or char_length(p_name) not between 1 and 200 or p_name ~ '[[:cntrl:]]' then
+  if p_name is null or char_length(p_name) not between 1 and 200 or p_name ~ '[\x01-\x1f\x7f]' then
     perform private.fail(422, 'INVALID_INPUT',
                          'a name is 1 to 200 characters, none of them control characters');
   end if;
