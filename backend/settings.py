@@ -75,7 +75,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_modes(self) -> "Settings":
-        if self.supabase_url and not self.supabase_service_role_key:
+        if self.supabase_url and not self.supabase_service_role_key and not self.database_url:
+            # With DATABASE_URL, SUPABASE_URL alone names the project to sign in against.
             raise ValueError("SUPABASE_URL is set but SUPABASE_SERVICE_ROLE_KEY is not")
         if self.supabase_service_role_key and not self.supabase_url:
             raise ValueError("SUPABASE_SERVICE_ROLE_KEY is set but SUPABASE_URL is not")

@@ -40,6 +40,13 @@ export class Admin {
     table.subscribe(() => this.renderManaged());
   }
 
+  /** Signed out, or into a role that may not: whatever was open closes. */
+  setAllowed(on) {
+    if (on) return;
+    if (this.newDialog.open) this.newDialog.close();
+    if (this.manageDialog.open) this.manageDialog.close();
+  }
+
   openNew() {
     this.newForm.reset();
     hideError(this.newDialog);

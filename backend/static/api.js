@@ -1,5 +1,7 @@
 // The REST API. Every failure becomes an ApiError with the server's
 // {code, message, details}, or code NETWORK_ERROR when no answer came back.
+// Requests carry the session's credential as `Authorization: Bearer`; a 401
+// for a credential sent is reported to the session, which signs out.
 
 export class ApiError extends Error {
   constructor(status, code, message, details = {}) {
@@ -18,8 +20,21 @@ export class ApiError extends Error {
 
 const TIMEOUT_MS = 15000;
 
-export async function request(method, path, { body, headers = {} } = {}) {
+let auth = { bearer: async () => null, refused: () => {} };
+
+/**
+ * How requests are signed: `bearer()` resolves to the credential to send (or
+ * null), `refused(error, bearer)` hears of every 401 answered to a credential it gave.
+ */
+export function useAuth(hooks) {
+  auth = hooks;
+}
+
+/** `token`: send this credential (or none, with null) instead of the session's. */
+export async function request(method, path, { body, headers = {}, token } = {}) {
+  const bearer = token === undefined ? await auth.bearer() : token;
   const init = { method, headers: { Accept: "application/json", ...headers } };
+  if (bearer) init.headers.Authorization = `Bearer ${bearer}`;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -37,19 +52,24 @@ export async function request(method, path, { body, headers = {} } = {}) {
   }
   const data = await response.json().catch(() => null);
   if (response.ok) return data;
-  if (data && typeof data.code === "string") {
-    throw new ApiError(response.status, data.code, data.message ?? data.code, data.details);
-  }
-  throw new ApiError(
-    response.status,
-    `HTTP_${response.status}`,
-    response.statusText || "request failed",
-  );
+  const error =
+    data && typeof data.code === "string"
+      ? new ApiError(response.status, data.code, data.message ?? data.code, data.details)
+      : new ApiError(
+          response.status,
+          `HTTP_${response.status}`,
+          response.statusText || "request failed",
+        );
+  if (response.status === 401 && bearer && token === undefined) auth.refused(error, bearer);
+  throw error;
 }
 
 export const api = {
-  info: () => request("GET", "/info"),
+  // Open to anyone; sent without credentials, since the session needs it to renew them.
+  info: () => request("GET", "/info", { token: null }),
+  whoami: (token) => request("GET", "/whoami", { token }),
   events: (limit = 30) => request("GET", `/events?limit=${limit}`),
+  orders: (limit = 10) => request("GET", `/orders?limit=${limit}`),
   placeOrder: (body, idempotencyKey) =>
     request("POST", "/orders", { body, headers: { "Idempotency-Key": idempotencyKey } }),
   confirmOrder: (id) => request("POST", `/orders/${encodeURIComponent(id)}/confirm`),
@@ -69,7 +89,11 @@ export function describe(error) {
   const d = error.details ?? {};
   switch (error.code) {
     case "NETWORK_ERROR":
-      return { title: "No answer from the server", lines: [`${capitalize(error.message)}.`] };
+      return { title: "No answer from the server", lines: [sentence(error.message)] };
+    case "UNAUTHENTICATED":
+      return { title: "Not signed in", lines: [sentence(error.message)] };
+    case "FORBIDDEN":
+      return { title: "Not allowed", lines: [sentence(error.message)] };
     case "OUT_OF_STOCK":
       if (Array.isArray(d.lines)) {
         return {
@@ -108,6 +132,12 @@ function fieldName(location) {
 function humanCode(code) {
   const text = String(code).toLowerCase().replaceAll("_", " ");
   return capitalize(text);
+}
+
+/** "the key is revoked" -> "The key is revoked." */
+export function sentence(text) {
+  const s = capitalize(text).trim();
+  return !s || /[.!?]$/.test(s) ? s : `${s}.`;
 }
 
 function capitalize(text) {

@@ -1,11 +1,16 @@
 // The checkout form: several lines, a live price preview and an idempotent submit.
+// Only for callers who may place orders; others see why, and a way to sign in.
 
+import { lacking } from "./access.js";
 import { api, describe } from "./api.js";
 import { count, feeCents, h, money } from "./format.js";
 
 export class Checkout {
-  constructor({ form, info, table, onOrder }) {
+  constructor({ form, gate, info, table, onOrder }) {
     this.form = form;
+    this.gate = gate;
+    this.fields = form.querySelector("[data-role=fields]");
+    this.customerField = form.querySelector("[data-role=customer-field]");
     this.info = info;
     this.table = table;
     this.onOrder = onOrder;
@@ -45,6 +50,20 @@ export class Checkout {
   setInfo(info) {
     this.info = info;
     this.preview();
+  }
+
+  /** Customers order as themselves, so only staff and keys name a customer. */
+  setAccess(principal, can) {
+    const allowed = can.order;
+    this.gate.hidden = allowed;
+    this.gate.querySelector("[data-role=reason]").textContent = principal
+      ? lacking(principal, "orders:write")
+      : "Sign in to place an order.";
+    this.gate.querySelector("[data-role=sign-in]").hidden = Boolean(principal);
+    this.fields.disabled = !allowed;
+    this.customerField.hidden = can.customer;
+    if (can.customer) this.customer.value = "";
+    if (!allowed) this.clearError();
   }
 
   addLine() {

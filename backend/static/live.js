@@ -1,9 +1,11 @@
 // The WebSocket client: one socket to /ws, reconnecting by itself with
-// exponential backoff and jitter, a watchdog for silent deaths, and the list
-// of followed orders re-sent on every new connection.
+// exponential backoff and jitter, a watchdog for silent deaths, and on every
+// new connection the credential first (`auth`: never in the URL, where logs
+// would keep it), then the list of followed orders.
 //
 // Events: "status" {state: connecting|live|reconnecting|offline, attempt},
-// "message" {message} for every server message except ping/pong.
+// "message" {message} for every server message except ping/pong and the
+// answer to `auth`, which is "auth" {principal} or "auth" {error}.
 
 const BASE_DELAY_MS = 400;
 const MAX_DELAY_MS = 5000;
@@ -12,10 +14,14 @@ const CLIENT_PING_MS = 20000;
 const OFFLINE_AFTER_ATTEMPTS = 8;
 
 export class LiveClient extends EventTarget {
-  constructor(url = defaultUrl()) {
+  /** credential({renew}): the token to send (renewed first if renew), or null. */
+  constructor({ credential = async () => null, url = defaultUrl() } = {}) {
     super();
     this.url = url;
+    this.credential = credential;
     this.socket = null;
+    this.authPending = false; // an `auth` is out and its answer not in yet
+    this.renewToken = false; // the server said the token expired: renew before sending it again
     this.attempt = 0;
     this.state = "connecting";
     this.follows = new Set();
@@ -64,9 +70,33 @@ export class LiveClient extends EventTarget {
   onOpen(socket) {
     if (socket !== this.socket) return;
     this.armWatchdog();
-    for (const orderId of this.follows) this.send({ type: "follow", order_id: orderId });
     clearInterval(this.pinger);
     this.pinger = setInterval(() => this.send({ type: "ping" }), CLIENT_PING_MS);
+    this.authenticate();
+  }
+
+  /** Send the credential (a new sign-in, a renewed token), then the follows, which may
+   *  need it. Without a credential the socket stays anonymous: the catalog only. */
+  async authenticate({ refollow = true } = {}) {
+    const socket = this.socket;
+    const renew = this.renewToken;
+    this.renewToken = false;
+    let token = null;
+    try {
+      token = await this.credential({ renew });
+    } catch {
+      token = null; // renewing failed: go on anonymous; the session says why
+    }
+    if (socket !== this.socket) return;
+    if (token && this.send({ type: "auth", token })) this.authPending = true;
+    if (!refollow) return;
+    for (const orderId of this.follows) this.send({ type: "follow", order_id: orderId });
+  }
+
+  /** Sign-out: the server keeps a socket's principal, so only a new socket forgets it. */
+  restart() {
+    if (this.socket) this.drop(this.socket, 0);
+    else this.open();
   }
 
   onMessage(socket, event) {
@@ -87,10 +117,27 @@ export class LiveClient extends EventTarget {
         this.setState("live");
         break;
       case "reconnect":
-        // The server is about to close this socket (lifetime cap): go before it does,
-        // after a short random pause so a whole node's clients do not return at once.
+        // The server is about to close this socket (lifetime cap, an expired token):
+        // go before it does, after a short random pause so a whole node's clients do
+        // not return at once.
+        if (message.reason === "token_expired") this.renewToken = true;
         this.drop(socket, 100 + Math.random() * 900);
         return;
+      case "auth":
+        this.authPending = false;
+        this.dispatchEvent(new CustomEvent("auth", { detail: { principal: message.principal } }));
+        return;
+      case "error":
+        if (this.authPending) {
+          // The first answer after an `auth` answers it (the server reads in order).
+          // Anything but UNAUTHENTICATED comes from a node that does not read `auth`:
+          // it serves the catalog anyway, so say nothing.
+          this.authPending = false;
+          if (message.code === "UNAUTHENTICATED")
+            this.dispatchEvent(new CustomEvent("auth", { detail: { error: message } }));
+          return;
+        }
+        break;
       default:
         break;
     }
@@ -100,6 +147,7 @@ export class LiveClient extends EventTarget {
   onClose(socket) {
     if (socket !== this.socket) return;
     this.socket = null;
+    this.authPending = false;
     this.stopTimers();
     this.scheduleRetry();
   }
@@ -107,6 +155,7 @@ export class LiveClient extends EventTarget {
   /** Leave this socket for good and connect again after delayMs. */
   drop(socket, delayMs) {
     if (socket === this.socket) this.socket = null;
+    this.authPending = false;
     this.stopTimers();
     socket.close();
     clearTimeout(this.retryTimer);

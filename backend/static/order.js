@@ -32,6 +32,21 @@ export class OrderPanel {
     this.el.cancel.addEventListener("click", () => this.act("cancel"));
   }
 
+  /** Confirm is for staff and keys with orders:manage; customers cancel their own. */
+  setAccess(can) {
+    this.el.confirm.hidden = !can.confirm;
+    this.el.cancel.hidden = !can.cancel;
+    this.root.querySelector(".order-actions").hidden = !can.confirm && !can.cancel;
+  }
+
+  /** Signed out: the order was the last caller's business. */
+  clear() {
+    if (this.order) this.live.unfollow(this.order.id);
+    clearInterval(this.timer);
+    this.order = null;
+    this.root.hidden = true;
+  }
+
   /** A new order to show and follow. */
   show(order) {
     if (this.order && this.order.id !== order.id) this.live.unfollow(this.order.id);

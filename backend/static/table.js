@@ -20,6 +20,11 @@ export class StockTable {
     });
   }
 
+  /** Rows offer "Manage" only to callers who may change the catalog. */
+  setManageable(on) {
+    this.body.closest("table").dataset.manage = on ? "on" : "off";
+  }
+
   /** Call fn(products) now and after every change of the catalog. */
   subscribe(fn) {
     this.listeners.add(fn);
