@@ -14,6 +14,17 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _TOO_LARGE = 413
+_DRAIN_AT_MOST = 16 * 1024 * 1024
+
+
+async def _discard(receive: Receive) -> None:
+    """Read and drop the rest of a body, up to `_DRAIN_AT_MOST` bytes."""
+    read = 0
+    while read <= _DRAIN_AT_MOST:
+        message = await receive()
+        read += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 class BodyLimit:
@@ -27,6 +38,10 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            # Read what was sent (within reason) so the client gets to read the answer:
+            # closing on unread bytes resets the connection under its feet.
+            if declared.isdigit() and int(declared) <= _DRAIN_AT_MOST:
+                await _discard(receive)
             await self._refuse(send)
             return
         seen = 0
@@ -54,6 +69,7 @@ class BodyLimit:
 
         await self.app(scope, counted, watched)
         if refused and not started:
+            await _discard(receive)
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:

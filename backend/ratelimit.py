@@ -1,7 +1,7 @@
 """Writes per caller per minute, counted in Redis so that every node shares one count.
 
-A fixed one-minute window per caller: one INCR (and an EXPIRE on the first
-hit) in a pipeline, one round trip. Redis away means no limit rather than no
+A fixed one-minute window per caller: a SET NX with an expiry and an INCR in
+one pipeline, one round trip (Redis 6.2 has no EXPIRE NX). Redis away means no limit rather than no
 writes: the limit protects the database, it is not a guarantee.
 """
 
@@ -33,12 +33,12 @@ class RateLimiter:
         key = f"{self._prefix}{caller}:{window}"
         try:
             async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(key, 0, ex=_WINDOW * 2, nx=True)
                 pipe.incr(key)
-                pipe.expire(key, _WINDOW * 2, nx=True)
-                count, _ = await pipe.execute()
+                _, count = await pipe.execute()
         except (RedisError, OSError) as exc:
             self.unchecked += 1
-            log.debug("rate limit not checked (%s)", exc)
+            log.warning("rate limit not checked: %s", exc)
             return
         if int(count) > self._per_minute:
             self.refused += 1
