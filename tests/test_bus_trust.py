@@ -80,3 +80,32 @@ async def test_forged_and_unsigned_messages_change_no_node(
         assert change.json()["version"] == 2
         metrics = (await node.client.get("/metrics")).text
         assert "orderflow_bus_rejected_total 2.0" in metrics
+
+
+async def test_a_replayed_genuine_message_changes_nothing(
+    database_url: str, redis_server: EmbeddedRedis
+) -> None:
+    settings = node_settings(database_url, redis_url=redis_server.url)
+    client = redis.Redis.from_url(redis_server.url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    try:
+        async with run_node(settings) as node:
+            body = {"sku": "REPLAY-1", "name": "Replay", "price_cents": 1, "on_hand": 5}
+            assert (await node.client.post("/products", json=body)).status_code == 201
+            captured = None
+            while captured is None:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                if message is not None and json.loads(message["data"])["sku"] == "REPLAY-1":
+                    captured = message["data"]
+            later = {"delta": 2, "reason": "restock"}
+            assert (await node.client.post("/products/REPLAY-1/adjustments", json=later)).is_success
+            stale = node.state["metrics"].changes.labels("bus", "stale")
+            before = stale._value.get()
+            await client.publish(CHANNEL, captured)  # version 1 again, properly sealed
+            await eventually(lambda: stale._value.get() > before, 5, "the replay was seen")
+            held = (await node.client.get("/products/REPLAY-1")).json()
+            assert (held["version"], held["on_hand"]) == (2, 7)
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
