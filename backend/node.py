@@ -126,6 +126,7 @@ class Node:
     async def _start(self) -> None:
         """Connect, load the catalog, then start the loops that need it. Retried until done."""
         await self.db.connect()
+        await self._require_migrations()
         await self.gate.warm()
         await self.sync.resync()
         self.loaded = True
@@ -152,6 +153,15 @@ class Node:
             self.db.mode,
             f"bus {self.bus.channel}" if self.bus else "no bus: ledger catch-up only",
         )
+
+    async def _require_migrations(self) -> None:
+        """A database without every migration this node knows answers in shapes the
+        node does not expect: wait for them (a migration job may be running now)."""
+        applied = set(await self.db.schema_versions())
+        if missing := [m.version for m in load_migrations() if m.version not in applied]:
+            raise AppError(
+                503, "SCHEMA_OUT_OF_DATE", f"migrations not applied yet: {', '.join(missing)}"
+            )
 
     def _beat(self, name: str) -> Any:
         return lambda: self.supervisor.beat(name)

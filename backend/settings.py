@@ -85,12 +85,6 @@ class Settings(BaseSettings):
                 "SUPABASE_URL must be the project's API URL (https://<ref>.supabase.co);"
                 " a Postgres connection string goes in DATABASE_URL"
             )
-        if self.redis_url and self.bus_key is None:
-            raise ValueError(
-                "REDIS_URL is set but BUS_KEY is not: every node needs the same secret key"
-                " to seal its bus messages (make one with: python3 -c"
-                " 'import secrets; print(secrets.token_urlsafe(32))')"
-            )
         for name in ("bus_key", "supabase_jwt_secret", "metrics_token"):
             value = getattr(self, name)
             if value is not None and value.get_secret_value().startswith(("change-me", "your-")):
@@ -101,6 +95,17 @@ class Settings(BaseSettings):
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("DB_POOL_MIN must not exceed DB_POOL_MAX")
         return self
+
+    def node_problem(self) -> str | None:
+        """What stops these settings from running a node (tools that only reach the
+        database, like the launcher or the keys CLI, need less)."""
+        if self.redis_url and self.bus_key is None:
+            return (
+                "REDIS_URL is set but BUS_KEY is not: every node needs the same secret key"
+                " to seal its bus messages (make one with: python3 -c"
+                " 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return None
 
     @property
     def jwks_url(self) -> str | None:

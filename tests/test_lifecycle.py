@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from backend.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from backend.migrate import load_migrations
 from tests.proxy import forward
 from tests.support import eventually, node_settings, run_node, until
 
@@ -124,7 +125,9 @@ async def test_an_unexpected_error_is_one_logged_500_in_the_error_shape(
 ) -> None:
     async with run_node(node_settings(database_url)) as node:
         await until_ready(node.client, within=10)
-        await break_function(owner, "get_order(p_order_id uuid, p_customer_id text)", '"not an order"')
+        await break_function(
+            owner, "get_order(p_order_id uuid, p_customer_id text)", '"not an order"'
+        )
         caplog.clear()
         response = await node.client.get(
             "/orders/00000000-0000-0000-0000-000000000001", headers={"X-Request-ID": "trace-me"}
@@ -139,3 +142,27 @@ async def test_an_unexpected_error_is_one_logged_500_in_the_error_shape(
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, [r.getMessage() for r in errors]
     assert errors[0].exc_info is not None
+
+
+async def test_a_node_waits_for_the_migrations_it_knows(
+    database_url: str, owner: asyncpg.Connection
+) -> None:
+    latest = load_migrations()[-1]
+    await owner.execute(
+        "delete from supabase_migrations.schema_migrations where version = $1", latest.version
+    )
+    async with run_node(node_settings(database_url), wait_loaded=False) as node:
+        await eventually(
+            lambda: node.app.state.node.supervisor.loops["startup"].state == "failing",
+            10,
+            "the start-up step refused the database",
+        )
+        status, problems = await ready(node.client)
+        assert status == 503
+        assert any(f"migrations not applied yet: {latest.version}" in p for p in problems)
+        await owner.execute(
+            "insert into supabase_migrations.schema_migrations (version, name) values ($1, $2)",
+            latest.version,
+            latest.name,
+        )
+        await until_ready(node.client, within=15)

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from backend.app import create_app
 from backend.settings import Settings
 
 ENV_EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
@@ -39,10 +40,10 @@ def test_a_half_configured_supabase_mode_is_a_clear_error(values: dict[str, Any]
     assert "secret-key-value" not in str(refused.value)
 
 
-def test_a_redis_url_without_a_bus_key_is_refused() -> None:
-    with pytest.raises(ValidationError) as refused:
-        Settings(_env_file=None, redis_url="redis://127.0.0.1:6379/0")
-    assert "BUS_KEY" in str(refused.value)
+def test_a_node_with_a_redis_url_and_no_bus_key_is_refused() -> None:
+    settings = Settings(_env_file=None, redis_url="redis://127.0.0.1:6379/0")
+    with pytest.raises(RuntimeError, match="BUS_KEY"):
+        create_app(settings)
 
 
 def test_a_placeholder_secret_is_refused() -> None:
