@@ -10,7 +10,7 @@ functions over PostgREST's `/rpc` with supabase-py.
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -19,9 +19,8 @@ import httpx
 from postgrest.exceptions import APIError
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
+from backend.documents import ChangeHistory, ChangePage, Json, Order, Product, Snapshot, Written
 from backend.errors import AppError, from_database, unavailable
-
-Json = dict[str, Any]
 
 
 class Database(ABC):
@@ -59,15 +58,18 @@ class Database(ABC):
         on_hand: int,
         low_stock_threshold: int,
         node: str,
-    ) -> Json:
-        return await self._document(
-            "create_product",
-            sku=sku,
-            name=name,
-            price_cents=price_cents,
-            on_hand=on_hand,
-            low_stock_threshold=low_stock_threshold,
-            node=node,
+    ) -> Written:
+        return cast(
+            Written,
+            await self._document(
+                "create_product",
+                sku=sku,
+                name=name,
+                price_cents=price_cents,
+                on_hand=on_hand,
+                low_stock_threshold=low_stock_threshold,
+                node=node,
+            ),
         )
 
     async def update_product(
@@ -78,39 +80,48 @@ class Database(ABC):
         price_cents: int | None = None,
         low_stock_threshold: int | None = None,
         expected_version: int | None = None,
-    ) -> Json:
-        return await self._document(
-            "update_product",
-            sku=sku,
-            name=name,
-            price_cents=price_cents,
-            low_stock_threshold=low_stock_threshold,
-            expected_version=expected_version,
-            node=node,
+    ) -> Written:
+        return cast(
+            Written,
+            await self._document(
+                "update_product",
+                sku=sku,
+                name=name,
+                price_cents=price_cents,
+                low_stock_threshold=low_stock_threshold,
+                expected_version=expected_version,
+                node=node,
+            ),
         )
 
-    async def delete_product(self, sku: str, node: str) -> Json:
-        return await self._document("delete_product", sku=sku, node=node)
+    async def delete_product(self, sku: str, node: str) -> Written:
+        return cast(Written, await self._document("delete_product", sku=sku, node=node))
 
-    async def get_product(self, sku: str) -> Json:
-        return await self._document("get_product", sku=sku)
+    async def get_product(self, sku: str) -> Product:
+        return cast(Product, await self._document("get_product", sku=sku))
 
     async def list_products(self, after: str | None, limit: int) -> Json:
         return await self._document("list_products", after=after, limit=limit)
 
-    async def catalog_snapshot(self) -> Json:
-        return await self._document("catalog_snapshot")
+    async def catalog_snapshot(self) -> Snapshot:
+        return cast(Snapshot, await self._document("catalog_snapshot"))
 
     # Stock
 
-    async def adjust_stock(self, sku: str, delta: int, reason: str, node: str) -> Json:
-        return await self._document("adjust_stock", sku=sku, delta=delta, reason=reason, node=node)
+    async def adjust_stock(self, sku: str, delta: int, reason: str, node: str) -> Written:
+        return cast(
+            Written,
+            await self._document("adjust_stock", sku=sku, delta=delta, reason=reason, node=node),
+        )
 
     async def set_stock(
         self, sku: str, on_hand: int, expected_version: int | None, node: str
-    ) -> Json:
-        return await self._document(
-            "set_stock", sku=sku, on_hand=on_hand, expected_version=expected_version, node=node
+    ) -> Written:
+        return cast(
+            Written,
+            await self._document(
+                "set_stock", sku=sku, on_hand=on_hand, expected_version=expected_version, node=node
+            ),
         )
 
     # Orders
@@ -126,38 +137,49 @@ class Database(ABC):
         max_lines: int,
         *,
         caller: str | None = None,
-    ) -> Json:
+    ) -> Written:
         """`caller` scopes the idempotency key (None: the anonymous caller's)."""
-        return await self._document(
-            "place_order",
-            items=list(items),
-            customer_id=customer_id,
-            idempotency_key=idempotency_key,
-            node=node,
-            hold_seconds=hold_seconds,
-            fee_bps=fee_bps,
-            max_lines=max_lines,
-            **_given(caller=caller),
+        return cast(
+            Written,
+            await self._document(
+                "place_order",
+                items=list(items),
+                customer_id=customer_id,
+                idempotency_key=idempotency_key,
+                node=node,
+                hold_seconds=hold_seconds,
+                fee_bps=fee_bps,
+                max_lines=max_lines,
+                **_given(caller=caller),
+            ),
         )
 
-    async def confirm_order(self, order_id: UUID, node: str) -> Json:
-        return await self._document("confirm_order", order_id=str(order_id), node=node)
+    async def confirm_order(self, order_id: UUID, node: str) -> Written:
+        return cast(
+            Written, await self._document("confirm_order", order_id=str(order_id), node=node)
+        )
 
     async def cancel_order(
         self, order_id: UUID, node: str, *, customer_id: str | None = None
-    ) -> Json:
+    ) -> Written:
         """With `customer_id`, another customer's order is NOT_FOUND, like a missing one."""
-        return await self._document(
-            "cancel_order", order_id=str(order_id), node=node, **_given(customer_id=customer_id)
+        return cast(
+            Written,
+            await self._document(
+                "cancel_order", order_id=str(order_id), node=node, **_given(customer_id=customer_id)
+            ),
         )
 
-    async def expire_holds(self, batch: int, node: str) -> Json:
-        return await self._document("expire_holds", batch=batch, node=node)
+    async def expire_holds(self, batch: int, node: str) -> Written:
+        return cast(Written, await self._document("expire_holds", batch=batch, node=node))
 
-    async def get_order(self, order_id: UUID, *, customer_id: str | None = None) -> Json:
+    async def get_order(self, order_id: UUID, *, customer_id: str | None = None) -> Order:
         """With `customer_id`, another customer's order is NOT_FOUND, like a missing one."""
-        return await self._document(
-            "get_order", order_id=str(order_id), **_given(customer_id=customer_id)
+        return cast(
+            Order,
+            await self._document(
+                "get_order", order_id=str(order_id), **_given(customer_id=customer_id)
+            ),
         )
 
     async def list_orders(
@@ -169,11 +191,18 @@ class Database(ABC):
 
     # Ledger
 
-    async def stock_events_since(self, cursor: str | None, limit: int) -> Json:
-        return await self._document("stock_events_since", cursor=cursor, limit=limit)
+    async def stock_events_since(self, cursor: str | None, limit: int) -> ChangePage:
+        return cast(
+            ChangePage, await self._document("stock_events_since", cursor=cursor, limit=limit)
+        )
 
-    async def list_stock_events(self, sku: str | None, before: int | None, limit: int) -> Json:
-        return await self._document("list_stock_events", sku=sku, before=before, limit=limit)
+    async def list_stock_events(
+        self, sku: str | None, before: int | None, limit: int
+    ) -> ChangeHistory:
+        return cast(
+            ChangeHistory,
+            await self._document("list_stock_events", sku=sku, before=before, limit=limit),
+        )
 
     async def schema_versions(self) -> list[str]:
         versions: list[str] = await self.call("schema_versions")

@@ -18,16 +18,16 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from backend.documents import Change
 from backend.seal import seal, unseal
 
 log = logging.getLogger(__name__)
 
-Json = dict[str, Any]
 CHANNEL = "inventory_updates"
 _WARN_EVERY = 60.0
 
@@ -36,7 +36,7 @@ _WARN_EVERY = 60.0
 class Faults:
     """Fault injection for tests: drop incoming messages the predicate accepts."""
 
-    drop: Callable[[Json], bool] = field(default=lambda message: False)
+    drop: Callable[[Change], bool] = field(default=lambda message: False)
 
 
 @dataclass
@@ -59,7 +59,7 @@ class RedisBus:
         key: bytes,
         prefix: str = "",
         outbox_size: int = 10_000,
-        on_message: Callable[[Json], None],
+        on_message: Callable[[Change], None],
         on_subscribed: Callable[[int], Awaitable[object]],
     ) -> None:
         self.channel = f"{prefix}{CHANNEL}"
@@ -89,7 +89,7 @@ class RedisBus:
     async def close(self) -> None:
         await self._client.aclose()
 
-    def publish(self, changes: Sequence[Json]) -> None:
+    def publish(self, changes: Sequence[Change]) -> None:
         """Queue the changes for the publisher task; never blocks, never raises."""
         for change in changes:
             if len(self._outbox) == self._outbox.maxlen:
@@ -171,10 +171,13 @@ class RedisBus:
         except ValueError:
             self._warn("dropped a sealed message that is not JSON on %s", self.channel)
             return
-        if not isinstance(change, dict) or self.faults.drop(change):
+        if not isinstance(change, dict):
+            return
+        sealed = cast(Change, change)  # sealed by a node: a Change (a missing field: KeyError)
+        if self.faults.drop(sealed):
             return
         try:
-            self._on_message(change)
+            self._on_message(sealed)
         except (KeyError, TypeError, ValueError) as exc:
             self._warn("dropped a malformed change on %s: %s", self.channel, exc)
 

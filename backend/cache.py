@@ -9,20 +9,10 @@ version): a SKU deleted and created again is a new product with a higher id.
 import bisect
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
-Json = dict[str, Any]
+from backend.documents import Change, Json, Product, Tombstone
 
-_PRODUCT_FIELDS = (
-    "sku",
-    "name",
-    "price_cents",
-    "on_hand",
-    "reserved",
-    "available",
-    "low_stock_threshold",
-    "version",
-)
+__all__ = ["Json", "Outcome", "StockCache", "product_from_change"]
 
 
 class Outcome(Enum):
@@ -37,30 +27,38 @@ class _Stamp:
     version: int
 
 
-def product_from_change(change: Json) -> Json:
-    product = {field: change[field] for field in _PRODUCT_FIELDS}
-    product["id"] = change["product_id"]
-    product["updated_at"] = change["committed_at"]
-    return product
+def product_from_change(change: Change) -> Product:
+    return {
+        "id": change["product_id"],
+        "sku": change["sku"],
+        "name": change["name"],
+        "price_cents": change["price_cents"],
+        "on_hand": change["on_hand"],
+        "reserved": change["reserved"],
+        "available": change["available"],
+        "low_stock_threshold": change["low_stock_threshold"],
+        "version": change["version"],
+        "updated_at": change["committed_at"],
+    }
 
 
 class StockCache:
     def __init__(self) -> None:
-        self._products: dict[str, Json] = {}
+        self._products: dict[str, Product] = {}
         self._stamps: dict[str, _Stamp] = {}  # kept for deleted SKUs too
         self._skus: list[str] = []  # sorted live SKUs, for pages
 
     def __len__(self) -> int:
         return len(self._products)
 
-    def get(self, sku: str) -> Json | None:
+    def get(self, sku: str) -> Product | None:
         return self._products.get(sku)
 
     def version_of(self, sku: str) -> int | None:
         stamp = self._stamps.get(sku)
         return stamp.version if stamp else None
 
-    def jump(self, change: Json) -> int:
+    def jump(self, change: Change) -> int:
         """How many versions ahead of what we hold `change` is (its version, for a
         product we have not seen: a new one starts at 1)."""
         stamp = self._stamps.get(change["sku"])
@@ -68,16 +66,16 @@ class StockCache:
             return int(change["version"])
         return int(change["version"]) - stamp.version
 
-    def page(self, after: str | None, limit: int) -> tuple[list[Json], str | None]:
+    def page(self, after: str | None, limit: int) -> tuple[list[Product], str | None]:
         start = bisect.bisect_right(self._skus, after) if after is not None else 0
         skus = self._skus[start : start + limit]
         more = start + limit < len(self._skus)
         return [self._products[sku] for sku in skus], (skus[-1] if more and skus else None)
 
-    def all(self) -> list[Json]:
+    def all(self) -> list[Product]:
         return [self._products[sku] for sku in self._skus]
 
-    def load(self, products: list[Json], tombstones: list[Json]) -> None:
+    def load(self, products: list[Product], tombstones: list[Tombstone]) -> None:
         """Merge a full snapshot: what it lacks is forgotten, what we hold newer is kept.
 
         The snapshot names every SKU the database knows: its live product, or
@@ -96,14 +94,14 @@ class StockCache:
         for dead in tombstones:
             self._bury(dead)
 
-    def _load_one(self, product: Json) -> None:
+    def _load_one(self, product: Product) -> None:
         """Take a product as read from the database, if it is newer than ours."""
         stamp = _Stamp(product["id"], product["version"])
         held = self._stamps.get(product["sku"])
         if held is None or stamp > held:
             self._put(product, stamp)
 
-    def _bury(self, tombstone: Json) -> None:
+    def _bury(self, tombstone: Tombstone) -> None:
         """Take a deletion as read from the database, if it is newer than what we hold."""
         stamp = _Stamp(tombstone["product_id"], tombstone["version"])
         held = self._stamps.get(tombstone["sku"])
@@ -111,7 +109,7 @@ class StockCache:
             self._remove(tombstone["sku"])
             self._stamps[tombstone["sku"]] = stamp
 
-    def apply(self, change: Json) -> Outcome:
+    def apply(self, change: Change) -> Outcome:
         sku = change["sku"]
         stamp = _Stamp(change["product_id"], change["version"])
         held = self._stamps.get(sku)
@@ -129,7 +127,7 @@ class StockCache:
             self._put(product_from_change(change), stamp)
         return Outcome.GAP if gap else Outcome.APPLIED
 
-    def _put(self, product: Json, stamp: _Stamp) -> None:
+    def _put(self, product: Product, stamp: _Stamp) -> None:
         sku = product["sku"]
         if sku not in self._products:
             bisect.insort(self._skus, sku)

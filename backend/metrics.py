@@ -16,7 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from backend.bus import RedisBus
-from backend.cache import Json, Outcome
+from backend.cache import Outcome
+from backend.documents import Change
 from backend.hub import Hub
 from backend.supervisor import Supervisor
 from backend.sync import Sync
@@ -41,7 +42,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def on_change(self, change: Json, outcome: Outcome, source: str) -> None:
+    def on_change(self, change: Change, outcome: Outcome, source: str) -> None:
         self.changes.labels(source, outcome.value).inc()
         if outcome is not Outcome.STALE:
             committed = datetime.fromisoformat(change["committed_at"]).timestamp()

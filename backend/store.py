@@ -10,13 +10,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from uuid import UUID
 
-from backend.cache import Json
+from backend.documents import Change, Json, Written
 from backend.errors import AppError
 from backend.settings import Settings
 from backend.sync import Sync
 from database import Database
 
-Publisher = Callable[[Sequence[Json]], None]
+Publisher = Callable[[Sequence[Change]], None]
 
 
 class Store:
@@ -28,7 +28,7 @@ class Store:
         self.publish: Publisher | None = None  # the bus, when the node has one
         self.counts: Counter[str] = Counter()  # "order:<outcome>", "stock:<reason>"
 
-    def _committed(self, result: Json) -> Json:
+    def _committed(self, result: Written) -> Written:
         changes = result["changes"]
         if changes:
             self.counts.update(f"stock:{change['reason']}" for change in changes)
@@ -39,7 +39,7 @@ class Store:
 
     async def create_product(
         self, sku: str, name: str, price_cents: int, on_hand: int, low_stock_threshold: int
-    ) -> Json:
+    ) -> Written:
         return self._committed(
             await self.db.create_product(
                 sku, name, price_cents, on_hand, low_stock_threshold, self.node
@@ -53,20 +53,20 @@ class Store:
         price_cents: int | None,
         low_stock_threshold: int | None,
         expected_version: int | None,
-    ) -> Json:
+    ) -> Written:
         return self._committed(
             await self.db.update_product(
                 sku, self.node, name, price_cents, low_stock_threshold, expected_version
             )
         )
 
-    async def delete_product(self, sku: str) -> Json:
+    async def delete_product(self, sku: str) -> Written:
         return self._committed(await self.db.delete_product(sku, self.node))
 
-    async def adjust_stock(self, sku: str, delta: int, reason: str) -> Json:
+    async def adjust_stock(self, sku: str, delta: int, reason: str) -> Written:
         return self._committed(await self.db.adjust_stock(sku, delta, reason, self.node))
 
-    async def set_stock(self, sku: str, on_hand: int, expected_version: int | None) -> Json:
+    async def set_stock(self, sku: str, on_hand: int, expected_version: int | None) -> Written:
         return self._committed(await self.db.set_stock(sku, on_hand, expected_version, self.node))
 
     async def place_order(
@@ -75,7 +75,7 @@ class Store:
         customer_id: str | None,
         idempotency_key: str | None,
         caller: str | None = None,
-    ) -> Json:
+    ) -> Written:
         """`caller` owns the idempotency key: another caller's key is another order."""
         settings = self._settings
         try:
@@ -95,14 +95,14 @@ class Store:
         self.counts["order:replayed" if result["replayed"] else "order:placed"] += 1
         return self._committed(result)
 
-    async def confirm_order(self, order_id: UUID) -> Json:
+    async def confirm_order(self, order_id: UUID) -> Written:
         return self._committed(await self.db.confirm_order(order_id, self.node))
 
-    async def cancel_order(self, order_id: UUID, customer_id: str | None = None) -> Json:
+    async def cancel_order(self, order_id: UUID, customer_id: str | None = None) -> Written:
         """With `customer_id`, only that customer's order (another's is NOT_FOUND)."""
         return self._committed(
             await self.db.cancel_order(order_id, self.node, customer_id=customer_id)
         )
 
-    async def expire_holds(self) -> Json:
+    async def expire_holds(self) -> Written:
         return self._committed(await self.db.expire_holds(self._settings.sweep_batch, self.node))

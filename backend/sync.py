@@ -9,13 +9,14 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from backend.cache import Json, Outcome, StockCache
+from backend.cache import Outcome, StockCache
+from backend.documents import Change
 from backend.errors import AppError
 from database import Database
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[Json, Outcome, str], None]
+Listener = Callable[[Change, Outcome, str], None]
 
 # A bus message this many versions ahead of what a node holds is not believed
 # until the database confirms it: someone with the bus key could otherwise
@@ -46,7 +47,7 @@ class Sync:
         """Call `listener()` after every full reload of the catalog."""
         self._resync_listeners.append(listener)
 
-    def apply(self, changes: Iterable[Json], source: str) -> None:
+    def apply(self, changes: Iterable[Change], source: str) -> None:
         """Offer changes to the cache; a skipped version makes us re-read that product.
 
         A re-read's answer is the product's latest state, so its own jump over

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from backend.app import create_app
+from backend.documents import Product
 from backend.node import State
 from backend.seal import seal
 from backend.settings import Settings
@@ -129,10 +130,10 @@ async def run_node(
 
 async def make_product(
     db: PostgresDatabase, on_hand: int = 10, price_cents: int = 1000, sku: str | None = None
-) -> Json:
+) -> Product:
     sku = sku or f"SKU-{uuid.uuid4().hex[:10]}"
     result = await db.create_product(sku, f"Product {sku}", price_cents, on_hand, 2, "factory")
-    product: Json = result["product"]
+    product: Product = result["product"]
     return product
 
 

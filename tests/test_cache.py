@@ -1,12 +1,13 @@
 """The cache keeps only what is newer, whatever order changes arrive in."""
 
-from typing import Any
+from typing import Any, cast
 
-from backend.cache import Json, Outcome, StockCache
+from backend.cache import Outcome, StockCache
+from backend.documents import Change, Product
 
 
-def change(sku: str, version: int, on_hand: int, product_id: int = 1, **extra: Any) -> Json:
-    return {
+def change(sku: str, version: int, on_hand: int, product_id: int = 1, **extra: Any) -> Change:
+    made: Change = {
         "sku": sku,
         "product_id": product_id,
         "name": sku,
@@ -15,11 +16,17 @@ def change(sku: str, version: int, on_hand: int, product_id: int = 1, **extra: A
         "on_hand": on_hand,
         "reserved": 0,
         "available": on_hand,
+        "delta_on_hand": 0,
+        "delta_reserved": 0,
         "version": version,
+        "seq": version,
+        "reason": "count",
+        "order_id": None,
+        "node": "test",
         "committed_at": "2026-01-01T00:00:00Z",
         "deleted": False,
-        **extra,
     }
+    return cast(Change, made | extra)
 
 
 def test_duplicates_and_older_versions_change_nothing() -> None:
@@ -64,7 +71,7 @@ def test_a_snapshot_keeps_what_is_newer_and_forgets_what_it_lacks() -> None:
     cache = StockCache()
     cache.apply(change("A", 3, 7))
     cache.apply(change("GONE", 1, 1, product_id=9))
-    snapshot = [
+    snapshot: list[Product] = [
         {
             "id": 1,
             "sku": "A",
@@ -75,6 +82,7 @@ def test_a_snapshot_keeps_what_is_newer_and_forgets_what_it_lacks() -> None:
             "available": 8,
             "low_stock_threshold": 1,
             "version": 2,
+            "updated_at": "2026-01-01T00:00:00Z",
         },
         {
             "id": 2,
@@ -86,6 +94,7 @@ def test_a_snapshot_keeps_what_is_newer_and_forgets_what_it_lacks() -> None:
             "available": 2,
             "low_stock_threshold": 1,
             "version": 1,
+            "updated_at": "2026-01-01T00:00:00Z",
         },
     ]
     cache.load(snapshot, [])

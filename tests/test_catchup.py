@@ -14,9 +14,10 @@ import asyncpg
 import pytest
 
 from backend.cache import Outcome, StockCache
+from backend.documents import Change, Product
 from backend.errors import AppError
 from backend.sync import Sync
-from database import Database, Json, PostgresDatabase, SupabaseDatabase
+from database import Database, PostgresDatabase, SupabaseDatabase
 from tests.postgrest import SERVICE_ROLE_KEY, SUPABASE_URL, supabase_api
 
 
@@ -55,9 +56,9 @@ async def open_transaction(database_url: str) -> AsyncIterator[asyncpg.Connectio
         await conn.close()
 
 
-async def read_all(db: Database, cursor: str | None, limit: int) -> tuple[list[Json], str]:
+async def read_all(db: Database, cursor: str | None, limit: int) -> tuple[list[Change], str]:
     """Page through the ledger after `cursor` until it says there is no more."""
-    events: list[Json] = []
+    events: list[Change] = []
     for _ in range(100):
         page = await db.stock_events_since(cursor, limit)
         assert len(page["events"]) <= limit
@@ -68,13 +69,13 @@ async def read_all(db: Database, cursor: str | None, limit: int) -> tuple[list[J
     raise AssertionError("the catch-up did not reach the end of the ledger in 100 pages")
 
 
-def stamps(events: list[Json]) -> list[tuple[str, int]]:
+def stamps(events: list[Change]) -> list[tuple[str, int]]:
     return [(event["sku"], event["version"]) for event in events]
 
 
-async def create(db: Database, sku: str, on_hand: int = 10) -> Json:
+async def create(db: Database, sku: str, on_hand: int = 10) -> Product:
     result = await db.create_product(sku, sku, 100, on_hand, 1, "test")
-    product: Json = result["product"]
+    product: Product = result["product"]
     return product
 
 

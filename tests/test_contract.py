@@ -21,6 +21,7 @@ import pytest
 from pydantic import SecretStr
 
 from backend.app import open_database
+from backend.documents import Product, Written
 from backend.embedded import free_port
 from backend.errors import AppError
 from backend.migrate import load_migrations
@@ -69,10 +70,10 @@ async def refusal(call: Awaitable[Any]) -> tuple[int, str, dict[str, Any]]:
     return refused.value.status, refused.value.code, refused.value.details
 
 
-async def make_product(db: Database, on_hand: int = 10, sku: str | None = None) -> Json:
+async def make_product(db: Database, on_hand: int = 10, sku: str | None = None) -> Product:
     sku = sku or f"SKU-{uuid.uuid4().hex[:10]}"
     result = await db.create_product(sku, f"Product {sku}", 1000, on_hand, 2, "test")
-    product: Json = result["product"]
+    product: Product = result["product"]
     return product
 
 
@@ -82,7 +83,7 @@ async def place(
     key: str | None = None,
     customer: str | None = None,
     hold_seconds: int = 900,
-) -> Json:
+) -> Written:
     items = [{"sku": sku, "quantity": quantity} for sku, quantity in lines]
     return await db.place_order(items, customer, key, "test", hold_seconds, 2000, 100)
 
@@ -812,7 +813,7 @@ async def test_an_idempotency_key_is_the_callers_own(db: Database) -> None:
     sku = (await make_product(db, on_hand=20))["sku"]
     items = [{"sku": sku, "quantity": 2}]
 
-    async def place_as(caller: str | None, quantity: int = 2) -> Json:
+    async def place_as(caller: str | None, quantity: int = 2) -> Written:
         lines = [{"sku": sku, "quantity": quantity}]
         return await db.place_order(lines, None, "shared", "test", 900, 0, 100, caller=caller)
 

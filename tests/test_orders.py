@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from backend.documents import Written
 from backend.errors import AppError
-from database import Json, PostgresDatabase
+from database import PostgresDatabase
 from tests.support import ledger_on_hand, make_product, node_settings, serve
 
 
@@ -20,7 +21,9 @@ async def db(database_url: str) -> AsyncIterator[PostgresDatabase]:
     await database.close()
 
 
-async def place(db: PostgresDatabase, lines: list[tuple[str, int]], key: str | None = None) -> Json:
+async def place(
+    db: PostgresDatabase, lines: list[tuple[str, int]], key: str | None = None
+) -> Written:
     items = [{"sku": sku, "quantity": quantity} for sku, quantity in lines]
     return await db.place_order(items, None, key, "test", 900, 2000, 100)
 

@@ -8,7 +8,8 @@ import asyncio
 
 import pytest
 
-from backend.cache import Json, Outcome, StockCache
+from backend.cache import Outcome, StockCache
+from backend.documents import Change
 from backend.errors import AppError
 from backend.sync import FAR_AHEAD, Sync
 from tests.fakes import FakeDatabase
@@ -25,7 +26,7 @@ class Node:
         self.reread = asyncio.Event()
         self.sync.listen(self._offered)
 
-    def _offered(self, change: Json, outcome: Outcome, source: str) -> None:
+    def _offered(self, change: Change, outcome: Outcome, source: str) -> None:
         self.offers.append(
             (change["sku"], change["product_id"], change["version"], outcome, source)
         )
@@ -40,18 +41,18 @@ class Node:
         return None if product is None else (product["id"], product["version"])
 
 
-async def create(db: FakeDatabase, sku: str, on_hand: int = 10) -> Json:
-    change: Json = (await db.create_product(sku, sku, 100, on_hand, 1, "writer"))["changes"][0]
+async def create(db: FakeDatabase, sku: str, on_hand: int = 10) -> Change:
+    change: Change = (await db.create_product(sku, sku, 100, on_hand, 1, "writer"))["changes"][0]
     return change
 
 
-async def adjust(db: FakeDatabase, sku: str, delta: int = 1) -> Json:
-    change: Json = (await db.adjust_stock(sku, delta, "restock", "writer"))["changes"][0]
+async def adjust(db: FakeDatabase, sku: str, delta: int = 1) -> Change:
+    change: Change = (await db.adjust_stock(sku, delta, "restock", "writer"))["changes"][0]
     return change
 
 
-async def delete(db: FakeDatabase, sku: str) -> Json:
-    change: Json = (await db.delete_product(sku, "writer"))["changes"][0]
+async def delete(db: FakeDatabase, sku: str) -> Change:
+    change: Change = (await db.delete_product(sku, "writer"))["changes"][0]
     return change
 
 
@@ -329,7 +330,12 @@ async def test_a_bus_change_far_ahead_is_checked_against_the_database_first(
     node = Node(db)
     await node.sync.resync()
     real = await adjust(db, "A")
-    forged = {**real, "version": real["version"] + FAR_AHEAD + 5, "on_hand": 0, "available": 0}
+    forged: Change = {
+        **real,
+        "version": real["version"] + FAR_AHEAD + 5,
+        "on_hand": 0,
+        "available": 0,
+    }
 
     node.sync.apply([forged], "bus")
     await node.reread.wait()

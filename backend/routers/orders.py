@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from backend import schemas
 from backend.auth.policy import forbidden
 from backend.deps import DatabaseDep, PrincipalDep, StoreDep
+from backend.documents import Order
 from backend.schemas import BODY, DATABASE, REQUEST, WRITE, errors
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -42,7 +43,7 @@ async def place_order(
     principal: PrincipalDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
+) -> Order:
     """Reserve every line or none; the hold lasts HOLD_SECONDS unless confirmed.
 
     A customer orders as themselves (`customer_id` is their own or left out);
@@ -57,7 +58,7 @@ async def place_order(
     result = await store.place_order(items, customer_id, idempotency_key, principal.caller)
     if result["replayed"]:
         response.headers["Idempotent-Replayed"] = "true"
-    order: dict[str, Any] = result["order"]
+    order: Order = result["order"]
     return order
 
 
@@ -92,7 +93,7 @@ async def list_orders(
 @router.get(
     "/{order_id}", response_model=schemas.Order, responses=errors("NOT_FOUND", *REQUEST, *DATABASE)
 )
-async def get_order(order_id: UUID, db: DatabaseDep, principal: PrincipalDep) -> dict[str, Any]:
+async def get_order(order_id: UUID, db: DatabaseDep, principal: PrincipalDep) -> Order:
     """A customer's own order; another customer's is NOT_FOUND, like a missing one."""
     return await db.get_order(order_id, customer_id=principal.customer_id)
 
@@ -102,10 +103,10 @@ async def get_order(order_id: UUID, db: DatabaseDep, principal: PrincipalDep) ->
     response_model=schemas.Order,
     responses=errors("NOT_FOUND", "INVALID_TRANSITION", *REQUEST, *WRITE),
 )
-async def confirm_order(order_id: UUID, store: StoreDep) -> dict[str, Any]:
+async def confirm_order(order_id: UUID, store: StoreDep) -> Order:
     """Payment captured: the held units are sold."""
     result = await store.confirm_order(order_id)
-    order: dict[str, Any] = result["order"]
+    order: Order = result["order"]
     return order
 
 
@@ -114,8 +115,8 @@ async def confirm_order(order_id: UUID, store: StoreDep) -> dict[str, Any]:
     response_model=schemas.Order,
     responses=errors("NOT_FOUND", "INVALID_TRANSITION", *REQUEST, *WRITE),
 )
-async def cancel_order(order_id: UUID, store: StoreDep, principal: PrincipalDep) -> dict[str, Any]:
+async def cancel_order(order_id: UUID, store: StoreDep, principal: PrincipalDep) -> Order:
     """The held units go back on sale. Customers cancel their own orders only."""
     result = await store.cancel_order(order_id, principal.customer_id)
-    order: dict[str, Any] = result["order"]
+    order: Order = result["order"]
     return order

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Path, Query, status
 
 from backend import schemas
 from backend.deps import CacheDep, DatabaseDep, SettingsDep, StoreDep
+from backend.documents import Change, ChangeHistory, Product
 from backend.errors import not_found
 from backend.schemas import BODY, CACHE, DATABASE, REQUEST, WRITE, errors
 
@@ -33,7 +34,7 @@ async def list_products(
     response_model=schemas.Product,
     responses=errors("NOT_FOUND", *REQUEST, *CACHE),
 )
-async def get_product(sku: SkuPath, cache: CacheDep) -> dict[str, Any]:
+async def get_product(sku: SkuPath, cache: CacheDep) -> Product:
     product = cache.get(sku)
     if product is None:
         raise not_found(f"no product with sku {sku}", sku=sku)
@@ -46,11 +47,11 @@ async def get_product(sku: SkuPath, cache: CacheDep) -> dict[str, Any]:
     response_model=schemas.Product,
     responses=errors("SKU_EXISTS", *BODY, *WRITE),
 )
-async def create_product(body: schemas.ProductCreate, store: StoreDep) -> dict[str, Any]:
+async def create_product(body: schemas.ProductCreate, store: StoreDep) -> Product:
     result = await store.create_product(
         body.sku, body.name, body.price_cents, body.on_hand, body.low_stock_threshold
     )
-    product: dict[str, Any] = result["product"]
+    product: Product = result["product"]
     return product
 
 
@@ -59,13 +60,11 @@ async def create_product(body: schemas.ProductCreate, store: StoreDep) -> dict[s
     response_model=schemas.Product,
     responses=errors("NOT_FOUND", "VERSION_CONFLICT", *BODY, *WRITE),
 )
-async def update_product(
-    sku: SkuPath, body: schemas.ProductPatch, store: StoreDep
-) -> dict[str, Any]:
+async def update_product(sku: SkuPath, body: schemas.ProductPatch, store: StoreDep) -> Product:
     result = await store.update_product(
         sku, body.name, body.price_cents, body.low_stock_threshold, body.expected_version
     )
-    product: dict[str, Any] = result["product"]
+    product: Product = result["product"]
     return product
 
 
@@ -74,10 +73,10 @@ async def update_product(
     response_model=schemas.Product,
     responses=errors("NOT_FOUND", "HAS_HOLDS", *REQUEST, *WRITE),
 )
-async def delete_product(sku: SkuPath, store: StoreDep) -> dict[str, Any]:
+async def delete_product(sku: SkuPath, store: StoreDep) -> Product:
     """Soft delete: refused with HAS_HOLDS while pending orders hold units of it."""
     result = await store.delete_product(sku)
-    product: dict[str, Any] = result["product"]
+    product: Product = result["product"]
     return product
 
 
@@ -86,9 +85,9 @@ async def delete_product(sku: SkuPath, store: StoreDep) -> dict[str, Any]:
     response_model=schemas.StockChange,
     responses=errors("NOT_FOUND", "OUT_OF_STOCK", *BODY, *WRITE),
 )
-async def adjust_stock(sku: SkuPath, body: schemas.Adjustment, store: StoreDep) -> dict[str, Any]:
+async def adjust_stock(sku: SkuPath, body: schemas.Adjustment, store: StoreDep) -> Change:
     result = await store.adjust_stock(sku, body.delta, body.reason)
-    change: dict[str, Any] = result["changes"][0]
+    change: Change = result["changes"][0]
     return change
 
 
@@ -97,9 +96,9 @@ async def adjust_stock(sku: SkuPath, body: schemas.Adjustment, store: StoreDep) 
     response_model=schemas.StockChange,
     responses=errors("NOT_FOUND", "VERSION_CONFLICT", "OUT_OF_STOCK", *BODY, *WRITE),
 )
-async def set_stock(sku: SkuPath, body: schemas.StockSet, store: StoreDep) -> dict[str, Any]:
+async def set_stock(sku: SkuPath, body: schemas.StockSet, store: StoreDep) -> Change:
     result = await store.set_stock(sku, body.on_hand, body.expected_version)
-    change: dict[str, Any] = result["changes"][0]
+    change: Change = result["changes"][0]
     return change
 
 
@@ -130,13 +129,12 @@ async def product_events(
     cache: CacheDep,
     before: Before = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
+) -> ChangeHistory:
     """The product's ledger, newest first. A deleted product's is in `/events`:
     its SKU, free for another product, names no product here."""
     if cache.get(sku) is None:
         raise not_found(f"no product with sku {sku}", sku=sku)
-    page: dict[str, Any] = await db.list_stock_events(sku, before, limit)
-    return page
+    return await db.list_stock_events(sku, before, limit)
 
 
 @router.get(
@@ -146,7 +144,6 @@ async def events(
     db: DatabaseDep,
     before: Before = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
+) -> ChangeHistory:
     """The whole ledger, newest first."""
-    page: dict[str, Any] = await db.list_stock_events(None, before, limit)
-    return page
+    return await db.list_stock_events(None, before, limit)
