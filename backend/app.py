@@ -60,6 +60,7 @@ def open_database(settings: Settings) -> Database:
 def create_app(settings: Settings) -> FastAPI:
     if problem := settings.node_problem():
         raise RuntimeError(problem)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         node = Node(settings, open_database(settings))
