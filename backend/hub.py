@@ -4,34 +4,81 @@ Offering a change to a client never waits: each client has a mailbox holding
 the latest change per SKU (older ones are coalesced away) and a few control
 messages, so a client that stops reading holds at most one entry per SKU and
 slows nobody; when it reads again it gets the latest state.
+
+Fan-out is the hot path: a change goes to every client, so it is encoded once
+per node and every mailbox holds the same text, and the full snapshot is
+encoded once per catalog state. Everything in a mailbox is wire-ready text.
 """
 
 import asyncio
+import json
 import logging
-from collections import deque
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 from uuid import UUID
 
 from cachetools import TTLCache
 
-from backend.cache import Json, Outcome, StockCache
+from backend.cache import Outcome, StockCache
+from backend.documents import Change, Json, Order
 from backend.errors import AppError
 
 log = logging.getLogger(__name__)
 
-OrderFetcher = Callable[[UUID], Awaitable[Json]]
+OrderFetcher = Callable[[UUID], Awaitable[Order]]
+
+MAX_CONTROL = 64  # control messages a client that does not read can hold
+SERVICE_RESTART = 1012  # the WebSocket close code for "reconnect": a restart, a lifetime
+
+
+def encode(message: Json) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def error(code: str, message: str) -> str:
+    return encode({"type": "error", "code": code, "message": message})
+
+
+def reconnect(reason: str) -> str:
+    return encode({"type": "reconnect", "reason": reason})
+
+
+PING = encode({"type": "ping"})
+PONG = encode({"type": "pong"})
 
 
 class Mailbox:
-    def __init__(self, skus: frozenset[str] | None, max_pending: int) -> None:
+    """What one client has yet to receive. Slots: thousands of these may be idle."""
+
+    __slots__ = (
+        "_control",
+        "_max_pending",
+        "_resnapshot",
+        "_stock",
+        "_waiter",
+        "address",
+        "close_code",
+        "closing",
+        "coalesced",
+        "orders",
+        "skus",
+    )
+
+    def __init__(
+        self, skus: frozenset[str] | None, max_pending: int, address: str | None = None
+    ) -> None:
         self.skus = skus
+        self.address = address
         self.orders: set[str] = set()
         self.coalesced = 0
+        self.closing = False  # no more news: the farewell, if any, is the last message
+        self.close_code: int | None = None  # None: the client is gone, nothing to close
         self._max_pending = max_pending
-        self._stock: dict[str, Json] = {}
-        self._control: deque[Json] = deque(maxlen=64)
+        self._stock: dict[str, str] = {}  # SKU -> its latest change, encoded
+        self._control: list[str] = []
         self._resnapshot = False
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def pending(self) -> int:
@@ -40,39 +87,67 @@ class Mailbox:
     def wants(self, sku: str) -> bool:
         return self.skus is None or sku in self.skus
 
-    def offer(self, change: Json) -> None:
-        sku = change["sku"]
-        if not self.wants(sku):
+    def offer(self, sku: str, text: str) -> None:
+        """Queue a change; a fresh snapshot already on its way makes it moot."""
+        if self._resnapshot or self.closing or not self.wants(sku):
             return
         if sku in self._stock:
             self.coalesced += 1
         elif len(self._stock) >= self._max_pending:
             # Too far behind to be worth catching up change by change.
-            self.coalesced += len(self._stock)
-            self._stock.clear()
-            self._resnapshot = True
-        self._stock[sku] = change
-        self._ready.set()
+            self.coalesced += len(self._stock) + 1
+            self.resnapshot()
+            return
+        self._stock[sku] = text
+        self._wake()
 
-    def say(self, message: Json) -> None:
-        self._control.append(message)
-        self._ready.set()
+    def say(self, text: str) -> None:
+        if self.closing:
+            return
+        if len(self._control) >= MAX_CONTROL:
+            del self._control[0]  # the oldest news of a client that does not read
+        self._control.append(text)
+        self._wake()
 
     def resnapshot(self) -> None:
+        """The client gets the whole (filtered) catalog as it is when it next reads."""
         self._stock.clear()
         self._resnapshot = True
-        self._ready.set()
+        self._wake()
 
-    async def take(self) -> tuple[bool, list[Json]]:
-        """Wait for news; return (send a fresh snapshot first?, messages)."""
-        await self._ready.wait()
-        self._ready.clear()
-        snapshot, self._resnapshot = self._resnapshot, False
-        messages = list(self._control)
-        self._control.clear()
-        messages += [{"type": "stock", **change} for change in self._stock.values()]
+    def finish(self, code: int | None = None, farewell: str | None = None) -> None:
+        """End the conversation: send `farewell` and close with `code` (the first call wins).
+
+        Without a code the client is gone already: its sender just stops.
+        """
+        if self.closing:
+            return
+        if farewell is not None:
+            self.say(farewell)
+        self.closing, self.close_code = True, code
         self._stock.clear()
-        return snapshot, messages
+        self._resnapshot = False
+        self._wake()
+
+    async def take(self) -> tuple[bool, list[str]]:
+        """Wait for news; return (send a fresh snapshot first?, texts to send)."""
+        while not (self._resnapshot or self._stock or self._control or self.closing):
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        snapshot, self._resnapshot = self._resnapshot, False
+        texts = self._control
+        self._control = []
+        if self._stock:
+            texts += self._stock.values()
+            self._stock = {}
+        return snapshot, texts
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class Hub:
@@ -80,59 +155,128 @@ class Hub:
         self, node_id: str, cache: StockCache, fetch_order: OrderFetcher, max_pending: int
     ) -> None:
         self.node_id = node_id
-        self.mailboxes: set[Mailbox] = set()
+        self.mailboxes: dict[Mailbox, None] = {}  # ordered: longest connected first
         self.coalesced_by_gone = 0
+        self.closing = False  # shutting down: no new clients
         self._cache = cache
         self._fetch_order = fetch_order
         self._max_pending = max_pending
-        self._orders: TTLCache[str, Json] = TTLCache(maxsize=10_000, ttl=5)
+        self._followers: dict[str, set[Mailbox]] = {}  # order id -> mailboxes following it
+        self._orders: TTLCache[str, Order] = TTLCache(maxsize=10_000, ttl=5)
         self._refreshing: dict[str, bool] = {}  # order id -> changed again meanwhile
+        self._snapshot: str | None = None  # the unfiltered snapshot, encoded
+        self._per_address: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._emptied: asyncio.Event | None = None
 
     @property
     def coalesced(self) -> int:
         return self.coalesced_by_gone + sum(box.coalesced for box in self.mailboxes)
 
-    def join(self, skus: frozenset[str] | None) -> Mailbox:
-        mailbox = Mailbox(skus, self._max_pending)
-        self.mailboxes.add(mailbox)
+    def admits(self, address: str, most: int) -> bool:
+        """Whether one more client from `address` fits under `most` at once."""
+        return self._per_address[address] < most
+
+    def join(self, skus: frozenset[str] | None, address: str | None = None) -> Mailbox:
+        """A mailbox for a new client; its first news is a snapshot."""
+        mailbox = Mailbox(skus, self._max_pending, address)
+        mailbox.resnapshot()
+        self.mailboxes[mailbox] = None
+        if address is not None:
+            self._per_address[address] += 1
         return mailbox
 
     def leave(self, mailbox: Mailbox) -> None:
+        if mailbox not in self.mailboxes:
+            return
+        del self.mailboxes[mailbox]
+        if mailbox.address is not None:
+            self._per_address[mailbox.address] -= 1
+            if not self._per_address[mailbox.address]:
+                del self._per_address[mailbox.address]
         self.coalesced_by_gone += mailbox.coalesced
-        self.mailboxes.discard(mailbox)
+        for order_id in mailbox.orders:
+            self._unfollow(mailbox, order_id)
+        if not self.mailboxes and self._emptied is not None:
+            self._emptied.set()
 
-    def snapshot(self, mailbox: Mailbox) -> Json:
-        products = [p for p in self._cache.all() if mailbox.wants(p["sku"])]
-        return {"type": "snapshot", "node": self.node_id, "products": products}
+    def snapshot(self, mailbox: Mailbox) -> str:
+        """The snapshot this client wants, encoded; the unfiltered one is shared."""
+        if mailbox.skus is not None:
+            products = [p for p in self._cache.all() if p["sku"] in mailbox.skus]
+            return encode({"type": "snapshot", "node": self.node_id, "products": products})
+        if self._snapshot is None:
+            products = self._cache.all()
+            self._snapshot = encode(
+                {"type": "snapshot", "node": self.node_id, "products": products}
+            )
+        return self._snapshot
 
-    def on_change(self, change: Json, outcome: Outcome, source: str) -> None:
+    def on_change(self, change: Change, outcome: Outcome, source: str) -> None:
         """A `Sync` listener: every change the cache took goes out."""
         if outcome is not Outcome.STALE:
             self.broadcast(change)
 
-    def broadcast(self, change: Json) -> None:
+    def broadcast(self, change: Change) -> None:
+        self._snapshot = None
+        sku = change["sku"]
+        text = encode({"type": "stock", **change})
         for mailbox in self.mailboxes:
-            mailbox.offer(change)
-        order_id = change.get("order_id")
-        if order_id and any(order_id in box.orders for box in self.mailboxes):
+            mailbox.offer(sku, text)
+        order_id = change["order_id"]
+        if order_id and order_id in self._followers:
             self._spawn(self._push_order(order_id))
 
     def resync_all(self) -> None:
+        self._snapshot = None
         for mailbox in self.mailboxes:
             mailbox.resnapshot()
 
-    async def follow(self, mailbox: Mailbox, order_id: UUID) -> None:
-        mailbox.orders.add(str(order_id))
-        try:
-            order = await self._order(str(order_id))
-        except AppError as exc:
-            mailbox.orders.discard(str(order_id))
-            mailbox.say({"type": "error", "code": exc.code, "message": exc.message})
+    async def follow(self, mailbox: Mailbox, order_id: UUID, most: int) -> None:
+        """Send the order now and on every change, to at most `most` orders per client."""
+        key = str(order_id)
+        if key not in mailbox.orders and len(mailbox.orders) >= most:
+            mailbox.say(error("TOO_MANY_FOLLOWS", f"follow at most {most} orders at once"))
             return
-        mailbox.say({"type": "order", "order": order})
+        mailbox.orders.add(key)
+        self._followers.setdefault(key, set()).add(mailbox)
+        try:
+            order = await self._order(key)
+        except AppError as exc:
+            self.unfollow(mailbox, order_id)
+            mailbox.say(error(exc.code, exc.message))
+            return
+        mailbox.say(encode({"type": "order", "order": order}))
 
-    async def _order(self, order_id: str) -> Json:
+    def unfollow(self, mailbox: Mailbox, order_id: UUID) -> None:
+        key = str(order_id)
+        mailbox.orders.discard(key)
+        self._unfollow(mailbox, key)
+
+    def _unfollow(self, mailbox: Mailbox, order_id: str) -> None:
+        followers = self._followers.get(order_id)
+        if followers is not None:
+            followers.discard(mailbox)
+            if not followers:
+                del self._followers[order_id]
+
+    async def shutdown(self, within: float) -> None:
+        """Tell every client to reconnect elsewhere, close each with 1012, and refuse
+        new ones; return when all are gone, or after `within` seconds."""
+        self.closing = True
+        farewell = reconnect("shutdown")
+        for mailbox in list(self.mailboxes):
+            mailbox.finish(SERVICE_RESTART, farewell)
+        if not self.mailboxes:
+            return
+        self._emptied = asyncio.Event()
+        try:
+            async with asyncio.timeout(within):
+                await self._emptied.wait()
+        except TimeoutError:
+            log.info("%d WebSocket client(s) still open after %.1fs", len(self.mailboxes), within)
+
+    async def _order(self, order_id: str) -> Order:
         if (order := self._orders.get(order_id)) is None:
             order = self._orders[order_id] = await self._fetch_order(UUID(order_id))
         return order
@@ -146,10 +290,9 @@ class Hub:
         try:
             while True:
                 self._orders.pop(order_id, None)
-                order = await self._order(order_id)
-                for mailbox in self.mailboxes:
-                    if order_id in mailbox.orders:
-                        mailbox.say({"type": "order", "order": order})
+                text = encode({"type": "order", "order": await self._order(order_id)})
+                for mailbox in self._followers.get(order_id, ()):
+                    mailbox.say(text)
                 if not self._refreshing[order_id]:
                     return
                 self._refreshing[order_id] = False
@@ -158,7 +301,7 @@ class Hub:
         finally:
             del self._refreshing[order_id]
 
-    def _spawn(self, job: Awaitable[None]) -> None:
+    def _spawn(self, job: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(job)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

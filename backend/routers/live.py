@@ -2,107 +2,274 @@
 
 Messages to the client: `snapshot`, `stock` (the Redis message shape), `order`
 (for orders the client follows), `ping`, `pong`, `reconnect`, `error`.
-Messages from the client: `{"type": "subscribe", "skus": [...] | null}`,
-`{"type": "follow", "order_id": "..."}`, `{"type": "ping"}`.
+Messages from the client (JSON text): `{"type": "subscribe", "skus": [...] | null}`,
+`{"type": "follow", "order_id": "..."}`, `{"type": "unfollow", "order_id": "..."}`,
+`{"type": "ping"}`.
+
+A connection costs one task that sends (the server's own), one that receives,
+two timers and a few objects, so that thousands of idle clients cost little. Input is
+untrusted: a bad message gets an `error`; binary data, an oversized message or
+a flood gets an `error` and a close (1003, 1009, 1008), logged once at info.
+A client whose socket takes nothing for two heartbeats is dropped.
 """
 
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any, cast
 from uuid import UUID
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from starlette.websockets import WebSocketState
+from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnected
 
-from backend.hub import Hub, Mailbox
+from backend.hub import PING, PONG, SERVICE_RESTART, Hub, Mailbox, error, reconnect
 from backend.settings import Settings
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["live"])
 
-_MAX_SKUS = 1000
+UNSUPPORTED_DATA = 1003
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+
+MAX_SKUS = 1000
+MAX_SKU_CHARS = 64
+MAX_MESSAGE_CHARS = 128 * 1024  # a subscribe to MAX_SKUS of the longest SKUs fits
+BURST = 200  # messages a client may send at once (a reconnect re-follows its orders)...
+RATE = 20.0  # ...and per second, sustained
+STALLED_BEATS = 2  # heartbeats a send may stay blocked before the client is dropped
+
+_LIFETIME = reconnect("lifetime")
+_SHUTDOWN = reconnect("shutdown")
+_GONE = (WebSocketDisconnect, WebSocketDisconnected, OSError)
 
 
 def _skus(value: Any) -> frozenset[str] | None:
     if value is None or value == "":
         return None
     items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list) or len(items) > _MAX_SKUS:
-        raise ValueError("skus must be a list of at most 1000 SKUs")
-    return frozenset(str(sku).strip() for sku in items if str(sku).strip())
+    if not isinstance(items, list) or len(items) > MAX_SKUS:
+        raise ValueError(f"skus must be a list of at most {MAX_SKUS} SKUs")
+    if not all(isinstance(sku, str) and len(sku) <= MAX_SKU_CHARS for sku in items):
+        raise ValueError(f"each SKU must be a string of at most {MAX_SKU_CHARS} characters")
+    return frozenset(sku.strip() for sku in items if sku.strip())
 
 
-@router.websocket("/ws")
 async def live(websocket: WebSocket) -> None:
     hub = cast(Hub, websocket.state.hub)
     settings = cast(Settings, websocket.app.state.settings)
+    address = websocket.client.host if websocket.client else None
+    if address is not None and not hub.admits(address, settings.ws_max_per_address):
+        await _deny(websocket, settings.ws_max_per_address)
+        return
     await websocket.accept()
+    if hub.closing:
+        await _refuse(websocket, SERVICE_RESTART, _SHUTDOWN)
+        return
     try:
         skus = _skus(websocket.query_params.get("skus"))
     except ValueError as exc:
-        await websocket.send_json({"type": "error", "code": "INVALID_INPUT", "message": str(exc)})
-        await websocket.close(code=1008)
+        await _refuse(websocket, POLICY_VIOLATION, error("INVALID_INPUT", str(exc)))
         return
-    mailbox = hub.join(skus)
+    mailbox = hub.join(skus, address)
     try:
-        await websocket.send_json(hub.snapshot(mailbox))
-        async with asyncio.timeout(settings.ws_max_lifetime_seconds):
-            await _converse(websocket, hub, mailbox, settings.ws_heartbeat_seconds)
-    except TimeoutError:
-        await websocket.send_json({"type": "reconnect", "reason": "lifetime"})
-        await websocket.close(code=1012)
-    except (WebSocketDisconnect, OSError, RuntimeError):
-        pass  # the client went away
+        await _Conversation(websocket, hub, mailbox, settings).run()
     finally:
         hub.leave(mailbox)
-        if websocket.application_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-                await websocket.close()
 
 
-async def _converse(websocket: WebSocket, hub: Hub, mailbox: Mailbox, heartbeat: float) -> None:
-    """Send, receive and ping until one of them ends; its error ends the conversation."""
+# A plain Starlette route: FastAPI's dependency machinery held ~4 KiB per connection
+# for nothing, since a socket authenticates with its messages, not its handshake.
+router.add_websocket_route("/ws", live)
 
-    async def send() -> None:
+
+async def _deny(websocket: WebSocket, most: int) -> None:
+    """Refuse the handshake itself (HTTP 429): an address past its share costs no socket."""
+    log.debug("refused a WebSocket from %s: %d open already", _who(websocket), most)
+    body = {
+        "code": "TOO_MANY_CONNECTIONS",
+        "message": f"at most {most} WebSocket connections per address",
+        "details": {},
+    }
+    try:
+        await websocket.send_denial_response(JSONResponse(body, status_code=429))
+    except RuntimeError:  # a server without the denial extension: a plain refusal
+        await websocket.close(POLICY_VIOLATION)
+
+
+async def _refuse(websocket: WebSocket, code: int, farewell: str) -> None:
+    try:
+        await websocket.send_text(farewell)
+        await websocket.close(code)
+    except _GONE:
+        pass
+
+
+class _Conversation:
+    """One client: the server's task sends, a second one receives, two timers keep time."""
+
+    __slots__ = (
+        "beat",
+        "gone",
+        "heartbeat",
+        "hub",
+        "lifetime",
+        "mailbox",
+        "max_follows",
+        "refilled",
+        "sending_since",
+        "stall",
+        "tokens",
+        "websocket",
+    )
+
+    def __init__(
+        self, websocket: WebSocket, hub: Hub, mailbox: Mailbox, settings: Settings
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.websocket = websocket
+        self.hub = hub
+        self.mailbox = mailbox
+        self.heartbeat = settings.ws_heartbeat_seconds
+        self.max_follows = settings.ws_max_follows
+        self.beat = loop.call_later(self.heartbeat, self._beat)
+        self.lifetime = loop.call_later(
+            settings.ws_max_lifetime_seconds, mailbox.finish, SERVICE_RESTART, _LIFETIME
+        )
+        self.sending_since: float | None = None  # while a send is under way
+        self.gone = False
+        self.stall: asyncio.Timeout | None = None
+        self.tokens = float(BURST)
+        self.refilled = loop.time()
+
+    async def run(self) -> None:
+        receiver = asyncio.create_task(self._receive())
+        try:
+            async with asyncio.timeout(None) as self.stall:
+                await self._send()
+        except TimeoutError:
+            if not self.gone:
+                log.info(
+                    "WebSocket client %s took nothing for too long: dropped", _who(self.websocket)
+                )
+        except _GONE:
+            pass
+        finally:
+            self.stall = None
+            self.beat.cancel()
+            self.lifetime.cancel()
+            receiver.cancel()
+            (outcome,) = await asyncio.gather(receiver, return_exceptions=True)
+        if isinstance(outcome, Exception) and not isinstance(outcome, _GONE):
+            log.error("WebSocket receiver failed", exc_info=outcome)
+
+    async def _send(self) -> None:
+        """Send whatever the mailbox holds, until it is closed."""
+        websocket, mailbox = self.websocket, self.mailbox
+        loop = asyncio.get_running_loop()
         while True:
-            snapshot, messages = await mailbox.take()
+            snapshot, texts = await mailbox.take()
             if snapshot:
-                await websocket.send_json(hub.snapshot(mailbox))
-            for message in messages:
-                await websocket.send_text(json.dumps(message, separators=(",", ":")))
+                texts.insert(0, self.hub.snapshot(mailbox))
+            for text in texts:
+                self.sending_since = loop.time()
+                await websocket.send_text(text)
+            self.sending_since = None
+            if mailbox.closing:
+                if mailbox.close_code is not None:
+                    await websocket.close(mailbox.close_code)
+                return
 
-    async def receive() -> None:
-        while True:
-            await _handle(hub, mailbox, await websocket.receive_text())
+    def _beat(self) -> None:
+        """Ping; or, if a send has been blocked for STALLED_BEATS heartbeats, give up."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        since = self.sending_since
+        if since is not None and now - since >= STALLED_BEATS * self.heartbeat:
+            assert self.stall is not None
+            self.stall.reschedule(now)  # the blocked send ends in TimeoutError
+            return
+        self.mailbox.say(PING)
+        self.beat = loop.call_later(self.heartbeat, self._beat)
 
-    async def ping() -> None:
-        while True:
-            await asyncio.sleep(heartbeat)
-            mailbox.say({"type": "ping"})
+    async def _receive(self) -> None:
+        try:
+            while not self.mailbox.closing:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                await self._on_message(message.get("text"))
+        finally:
+            if not self.mailbox.closing:  # nothing else ended the conversation: the client did
+                self._hang_up()
 
-    tasks = [asyncio.create_task(job()) for job in (send, receive, ping)]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    def _hang_up(self) -> None:
+        """The client is gone: stop sending, even from the middle of a blocked send."""
+        self.gone = True
+        self.mailbox.finish()
+        if self.sending_since is not None and self.stall is not None:
+            self.stall.reschedule(asyncio.get_running_loop().time())
 
-
-async def _handle(hub: Hub, mailbox: Mailbox, text: str) -> None:
-    try:
-        message = json.loads(text)
-        kind = message.get("type") if isinstance(message, dict) else None
-        if kind == "ping":
-            mailbox.say({"type": "pong"})
-        elif kind == "subscribe":
-            mailbox.skus = _skus(message.get("skus"))
-            mailbox.resnapshot()
-        elif kind == "follow":
-            await hub.follow(mailbox, UUID(str(message.get("order_id"))))
+    async def _on_message(self, text: str | None) -> None:
+        if text is None:
+            self._end(UNSUPPORTED_DATA, "UNSUPPORTED_DATA", "send JSON text, not binary data")
+        elif len(text) > MAX_MESSAGE_CHARS:
+            self._end(MESSAGE_TOO_BIG, "MESSAGE_TOO_BIG", f"at most {MAX_MESSAGE_CHARS} characters")
+        elif not self._allowed():
+            self._end(POLICY_VIOLATION, "TOO_MANY_MESSAGES", f"at most {RATE:g} messages a second")
         else:
-            raise ValueError("type must be one of ping, subscribe, follow")
-    except ValueError as exc:
-        mailbox.say({"type": "error", "code": "INVALID_INPUT", "message": str(exc)})
+            await self._handle(text)
+
+    def _allowed(self) -> bool:
+        """A token bucket: BURST messages at once, RATE a second after that."""
+        now = asyncio.get_running_loop().time()
+        self.tokens = min(BURST, self.tokens + (now - self.refilled) * RATE)
+        self.refilled = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def _end(self, close_code: int, code: str, message: str) -> None:
+        log.info("closing WebSocket client %s (%d): %s", _who(self.websocket), close_code, code)
+        self.mailbox.finish(close_code, error(code, message))
+
+    async def _handle(self, text: str) -> None:
+        """One message from the client; a malformed one gets an `error` and nothing else."""
+        hub, mailbox = self.hub, self.mailbox
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError):
+            mailbox.say(error("INVALID_INPUT", "a message must be a JSON object"))
+            return
+        kind = message.get("type") if isinstance(message, dict) else None
+        try:
+            if kind == "ping":
+                mailbox.say(PONG)
+            elif kind == "subscribe":
+                mailbox.skus = _skus(message.get("skus"))
+                mailbox.resnapshot()
+            elif kind == "follow":
+                await hub.follow(mailbox, _order_id(message), self.max_follows)
+            elif kind == "unfollow":
+                hub.unfollow(mailbox, _order_id(message))
+            else:
+                raise ValueError("type must be one of ping, subscribe, follow, unfollow")
+        except ValueError as exc:
+            mailbox.say(error("INVALID_INPUT", str(exc)))
+
+
+def _order_id(message: dict[str, Any]) -> UUID:
+    value = message.get("order_id")
+    if isinstance(value, str) and len(value) <= 64:
+        with contextlib.suppress(ValueError):
+            return UUID(value)
+    raise ValueError("order_id must be a UUID")
+
+
+def _who(websocket: WebSocket) -> str:
+    client = websocket.client
+    return f"{client.host}:{client.port}" if client else "?"
