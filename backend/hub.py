@@ -20,6 +20,7 @@ from uuid import UUID
 
 from cachetools import TTLCache
 
+from backend.backoff import Backoff
 from backend.cache import Outcome, StockCache
 from backend.documents import Change, Json, Order
 from backend.errors import AppError
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 OrderFetcher = Callable[[UUID], Awaitable[Order]]
 
+_PUSH_TRIES = 20  # reads of a followed order before giving up on one change (~1.5 min)
 MAX_CONTROL = 64  # control messages a client that does not read can hold
 SERVICE_RESTART = 1012  # the WebSocket close code for "reconnect": a restart, a lifetime
 
@@ -213,9 +215,16 @@ class Hub:
         return self._snapshot
 
     def on_change(self, change: Change, outcome: Outcome, source: str) -> None:
-        """A `Sync` listener: every change the cache took goes out."""
+        """A `Sync` listener: every change the cache took goes out.
+
+        A stale change still tells of its order: stock changes of one product
+        from two nodes may arrive out of order, and the one that loses may be
+        the only news of that order's new status.
+        """
         if outcome is not Outcome.STALE:
             self.broadcast(change)
+        elif (order_id := change["order_id"]) and order_id in self._followers:
+            self._spawn(self._push_order(order_id))
 
     def broadcast(self, change: Change) -> None:
         self._snapshot = None
@@ -228,12 +237,22 @@ class Hub:
             self._spawn(self._push_order(order_id))
 
     def resync_all(self) -> None:
+        """After a full reload: fresh snapshots, and every followed order read again
+        (the changes that would have told of them may be what was lost)."""
         self._snapshot = None
         for mailbox in self.mailboxes:
             mailbox.resnapshot()
+        for order_id in list(self._followers):
+            self._spawn(self._push_order(order_id))
 
-    async def follow(self, mailbox: Mailbox, order_id: UUID, most: int) -> None:
-        """Send the order now and on every change, to at most `most` orders per client."""
+    async def follow(
+        self, mailbox: Mailbox, order_id: UUID, most: int, customer_id: str | None = None
+    ) -> None:
+        """Send the order now and on every change, to at most `most` orders per client.
+
+        With `customer_id`, only that customer's order: another's is NOT_FOUND,
+        as a missing one. The first read is fresh, never the short-lived cache.
+        """
         key = str(order_id)
         if key not in mailbox.orders and len(mailbox.orders) >= most:
             mailbox.say(error("TOO_MANY_FOLLOWS", f"follow at most {most} orders at once"))
@@ -241,7 +260,10 @@ class Hub:
         mailbox.orders.add(key)
         self._followers.setdefault(key, set()).add(mailbox)
         try:
+            self._orders.pop(key, None)
             order = await self._order(key)
+            if customer_id is not None and order["customer_id"] != customer_id:
+                raise AppError(404, "NOT_FOUND", "no such order", {"order_id": key})
         except AppError as exc:
             self.unfollow(mailbox, order_id)
             mailbox.say(error(exc.code, exc.message))
@@ -282,22 +304,30 @@ class Hub:
         return order
 
     async def _push_order(self, order_id: str) -> None:
-        """Send followers the order as it is now; refetch if it changes meanwhile."""
+        """Send followers the order as it is now; refetch if it changes meanwhile.
+
+        A read that fails (the database is away) is tried again with backoff
+        for a while: the change that asked for it will not come again.
+        """
         if order_id in self._refreshing:
             self._refreshing[order_id] = True
             return
         self._refreshing[order_id] = False
+        backoff = Backoff(first=0.2, most=5.0)
         try:
-            while True:
-                self._orders.pop(order_id, None)
-                text = encode({"type": "order", "order": await self._order(order_id)})
+            for _ in range(_PUSH_TRIES):
+                try:
+                    self._orders.pop(order_id, None)
+                    text = encode({"type": "order", "order": await self._order(order_id)})
+                except AppError as exc:
+                    log.warning("could not refresh order %s: %s", order_id, exc)
+                    await asyncio.sleep(backoff.delay(0.0))
+                    continue
                 for mailbox in self._followers.get(order_id, ()):
                     mailbox.say(text)
                 if not self._refreshing[order_id]:
                     return
                 self._refreshing[order_id] = False
-        except AppError as exc:
-            log.warning("could not refresh order %s: %s", order_id, exc)
         finally:
             del self._refreshing[order_id]
 

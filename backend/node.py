@@ -173,14 +173,12 @@ class Node:
         """
         self.draining = True
         await asyncio.sleep(self.settings.shutdown_delay_seconds)
-        if hasattr(self.hub, "shutdown"):  # TEMP
-            await self.hub.shutdown(self.settings.shutdown_timeout_seconds)
+        await self.hub.shutdown(self.settings.shutdown_timeout_seconds)
 
     async def _stop(self) -> None:
         """After the last request: what was committed is published before the bus closes."""
         self.draining = True
-        if hasattr(self.hub, "shutdown"):  # TEMP
-            await self.hub.shutdown(self.settings.shutdown_timeout_seconds)
+        await self.hub.shutdown(self.settings.shutdown_timeout_seconds)
         if self.bus is not None:
             await self.bus.flush(_FLUSH_SECONDS)
 

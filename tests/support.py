@@ -48,7 +48,8 @@ def bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
 
 
-ADMIN = bearer(token("test-admin", "admin", minutes=24 * 60))
+ADMIN_TOKEN = token("test-admin", "admin", minutes=24 * 60)
+ADMIN = bearer(ADMIN_TOKEN)
 
 
 def sealed(change: Json) -> str:

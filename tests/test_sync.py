@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from backend.bus import CHANNEL
 from backend.embedded import EmbeddedRedis, free_port
 from database import Json
-from tests.support import Node, eventually, node_settings, run_node, sealed
+from tests.support import ADMIN_TOKEN, Node, eventually, node_settings, run_node, sealed
 
 
 @pytest.fixture
@@ -109,6 +109,10 @@ async def test_a_client_follows_its_order_across_nodes(
 
     async with connect(b.ws_url) as ws:
         await next_message(ws, "snapshot")
+        await ws.send(json.dumps({"type": "follow", "order_id": order["id"]}))
+        assert (await next_message(ws, "error"))["code"] == "UNAUTHENTICATED"
+        await ws.send(json.dumps({"type": "auth", "token": ADMIN_TOKEN}))
+        assert (await next_message(ws, "auth"))["principal"]["role"] == "admin"
         await ws.send(json.dumps({"type": "follow", "order_id": order["id"]}))
         assert (await next_message(ws, "order"))["order"]["status"] == "pending"
         assert (await a.client.post(f"/orders/{order['id']}/confirm")).status_code == 200

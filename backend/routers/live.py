@@ -2,9 +2,17 @@
 
 Messages to the client: `snapshot`, `stock` (the Redis message shape), `order`
 (for orders the client follows), `ping`, `pong`, `reconnect`, `error`.
-Messages from the client (JSON text): `{"type": "subscribe", "skus": [...] | null}`,
-`{"type": "follow", "order_id": "..."}`, `{"type": "unfollow", "order_id": "..."}`,
-`{"type": "ping"}`.
+Messages from the client (JSON text): `{"type": "auth", "token": "..."}`,
+`{"type": "subscribe", "skus": [...] | null}`, `{"type": "follow", "order_id": "..."}`,
+`{"type": "unfollow", "order_id": "..."}`, `{"type": "ping"}`.
+
+Who is calling: the token of an `auth` message (send it first; a later one
+replaces it, as a renewed token does), or the `access_token` query parameter
+for clients that cannot send one first. The stock stream follows the catalog's
+rule (anonymous callers too, unless PUBLIC_CATALOG=false: then the first
+message must be `auth`); following an order needs a caller who may read it.
+A connection ends when its token does (`reconnect`, reason `token_expired`).
+A browser's `Origin` must be the node's own or one of ALLOWED_ORIGINS.
 
 A connection costs one task that sends (the server's own), one that receives,
 two timers and a few objects, so that thousands of idle clients cost little. Input is
@@ -17,15 +25,23 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, cast
+import time
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnected
 
-from backend.hub import PING, PONG, SERVICE_RESTART, Hub, Mailbox, error, reconnect
+from backend.auth.gate import Gate
+from backend.auth.principal import ANONYMOUS, Principal
+from backend.errors import AppError
+from backend.hub import PING, PONG, SERVICE_RESTART, Hub, Mailbox, encode, error, reconnect
 from backend.settings import Settings
+
+if TYPE_CHECKING:
+    from backend.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +59,8 @@ RATE = 20.0  # ...and per second, sustained
 STALLED_BEATS = 2  # heartbeats a send may stay blocked before the client is dropped
 
 _LIFETIME = reconnect("lifetime")
+_TOKEN_EXPIRED = reconnect("token_expired")
+AUTH_WAIT = 10.0  # seconds a closed catalog waits for the first `auth`
 _SHUTDOWN = reconnect("shutdown")
 _GONE = (WebSocketDisconnect, WebSocketDisconnected, OSError)
 
@@ -60,10 +78,20 @@ def _skus(value: Any) -> frozenset[str] | None:
 
 async def live(websocket: WebSocket) -> None:
     hub = cast(Hub, websocket.state.hub)
+    node = cast("Node", websocket.state.node)
     settings = cast(Settings, websocket.app.state.settings)
     address = websocket.client.host if websocket.client else None
+    if not _origin_allowed(websocket, settings):
+        await _deny(websocket, 403, "FORBIDDEN", "this origin may not open a WebSocket here")
+        return
     if address is not None and not hub.admits(address, settings.ws_max_per_address):
-        await _deny(websocket, settings.ws_max_per_address)
+        most = settings.ws_max_per_address
+        await _deny(
+            websocket,
+            429,
+            "TOO_MANY_CONNECTIONS",
+            f"at most {most} WebSocket connections per address",
+        )
         return
     await websocket.accept()
     if hub.closing:
@@ -71,14 +99,77 @@ async def live(websocket: WebSocket) -> None:
         return
     try:
         skus = _skus(websocket.query_params.get("skus"))
+        principal = await _first_principal(websocket, node, settings)
     except ValueError as exc:
         await _refuse(websocket, POLICY_VIOLATION, error("INVALID_INPUT", str(exc)))
         return
+    except AppError as exc:
+        await _refuse(websocket, POLICY_VIOLATION, error(exc.code, exc.message))
+        return
+    except TimeoutError:
+        await _refuse(websocket, POLICY_VIOLATION, error("UNAUTHENTICATED", "no auth in time"))
+        return
+    except _GONE:
+        return
     mailbox = hub.join(skus, address)
     try:
-        await _Conversation(websocket, hub, mailbox, settings).run()
+        await _Conversation(websocket, hub, mailbox, settings, node.gate, principal).run()
     finally:
         hub.leave(mailbox)
+
+
+def _origin_allowed(websocket: WebSocket, settings: Settings) -> bool:
+    """No Origin (not a browser), the node's own, or one of ALLOWED_ORIGINS."""
+    origin = websocket.headers.get("origin")
+    if origin is None or origin in settings.origins:
+        return True
+    return urlsplit(origin).netloc == websocket.headers.get("host")
+
+
+async def _first_principal(websocket: WebSocket, node: "Node", settings: Settings) -> Principal:
+    """Who opens the socket: by the query's token, else anonymous; with a closed
+    catalog an anonymous client must send `auth` first, within AUTH_WAIT seconds."""
+    token = websocket.query_params.get("access_token")
+    principal = await node.gate.bearer(token) if token else ANONYMOUS
+    if principal.signed_in or settings.public_catalog:
+        return principal
+    async with asyncio.timeout(AUTH_WAIT):
+        message = await websocket.receive()
+    text = message.get("text")
+    request = _json(text) if text else None
+    if (
+        request is None
+        or request.get("type") != "auth"
+        or not isinstance(request.get("token"), str)
+    ):
+        raise AppError(401, "UNAUTHENTICATED", 'send {"type": "auth", "token"} first')
+    principal = await node.gate.bearer(request["token"])
+    await websocket.send_text(_welcome(principal))
+    return principal
+
+
+def _json(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _welcome(principal: Principal) -> str:
+    return encode(
+        {
+            "type": "auth",
+            "principal": {
+                "kind": principal.kind,
+                "id": principal.id,
+                "role": principal.role,
+                "name": principal.name,
+                "scopes": sorted(principal.scopes),
+                "expires_at": principal.expires_at,
+            },
+        }
+    )
 
 
 # A plain Starlette route: FastAPI's dependency machinery held ~4 KiB per connection
@@ -86,16 +177,13 @@ async def live(websocket: WebSocket) -> None:
 router.add_websocket_route("/ws", live)
 
 
-async def _deny(websocket: WebSocket, most: int) -> None:
-    """Refuse the handshake itself (HTTP 429): an address past its share costs no socket."""
-    log.debug("refused a WebSocket from %s: %d open already", _who(websocket), most)
-    body = {
-        "code": "TOO_MANY_CONNECTIONS",
-        "message": f"at most {most} WebSocket connections per address",
-        "details": {},
-    }
+async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    """Refuse the handshake itself: an address past its share or a foreign origin
+    costs no socket."""
+    log.debug("refused a WebSocket from %s: %s", _who(websocket), code)
+    body = {"code": code, "message": message, "details": {}}
     try:
-        await websocket.send_denial_response(JSONResponse(body, status_code=429))
+        await websocket.send_denial_response(JSONResponse(body, status_code=status))
     except RuntimeError:  # a server without the denial extension: a plain refusal
         await websocket.close(POLICY_VIOLATION)
 
@@ -113,12 +201,15 @@ class _Conversation:
 
     __slots__ = (
         "beat",
+        "expiry",
+        "gate",
         "gone",
         "heartbeat",
         "hub",
         "lifetime",
         "mailbox",
         "max_follows",
+        "principal",
         "refilled",
         "sending_since",
         "stall",
@@ -127,9 +218,18 @@ class _Conversation:
     )
 
     def __init__(
-        self, websocket: WebSocket, hub: Hub, mailbox: Mailbox, settings: Settings
+        self,
+        websocket: WebSocket,
+        hub: Hub,
+        mailbox: Mailbox,
+        settings: Settings,
+        gate: Gate,
+        principal: Principal,
     ) -> None:
         loop = asyncio.get_running_loop()
+        self.gate = gate
+        self.principal = principal
+        self.expiry: asyncio.TimerHandle | None = None
         self.websocket = websocket
         self.hub = hub
         self.mailbox = mailbox
@@ -144,6 +244,7 @@ class _Conversation:
         self.stall: asyncio.Timeout | None = None
         self.tokens = float(BURST)
         self.refilled = loop.time()
+        self._expire_with(principal)
 
     async def run(self) -> None:
         receiver = asyncio.create_task(self._receive())
@@ -161,6 +262,8 @@ class _Conversation:
             self.stall = None
             self.beat.cancel()
             self.lifetime.cancel()
+            if self.expiry is not None:
+                self.expiry.cancel()
             receiver.cancel()
             (outcome,) = await asyncio.gather(receiver, return_exceptions=True)
         if isinstance(outcome, Exception) and not isinstance(outcome, _GONE):
@@ -252,14 +355,50 @@ class _Conversation:
             elif kind == "subscribe":
                 mailbox.skus = _skus(message.get("skus"))
                 mailbox.resnapshot()
+            elif kind == "auth":
+                await self._authenticate(message.get("token"))
             elif kind == "follow":
-                await hub.follow(mailbox, _order_id(message), self.max_follows)
+                await self._follow(_order_id(message))
             elif kind == "unfollow":
                 hub.unfollow(mailbox, _order_id(message))
             else:
-                raise ValueError("type must be one of ping, subscribe, follow, unfollow")
+                raise ValueError("type must be one of auth, ping, subscribe, follow, unfollow")
         except ValueError as exc:
             mailbox.say(error("INVALID_INPUT", str(exc)))
+
+    async def _authenticate(self, token: Any) -> None:
+        """A (renewed) token: it replaces the caller, and the time the socket may live."""
+        if not isinstance(token, str) or not token:
+            raise ValueError("auth needs a token")
+        try:
+            principal = await self.gate.bearer(token)
+        except AppError as exc:
+            self.mailbox.say(error(exc.code, exc.message))
+            return
+        self.principal = principal
+        self._expire_with(principal)
+        self.mailbox.say(_welcome(principal))
+
+    def _expire_with(self, principal: Principal) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if principal.expires_at is not None:
+            loop = asyncio.get_running_loop()
+            left = max(0.0, principal.expires_at - time.time())
+            self.expiry = loop.call_later(
+                left, self.mailbox.finish, POLICY_VIOLATION, _TOKEN_EXPIRED
+            )
+
+    async def _follow(self, order_id: UUID) -> None:
+        """Customers follow their own orders; staff and keys need `orders:read`."""
+        principal = self.principal
+        if not principal.signed_in:
+            self.mailbox.say(error("UNAUTHENTICATED", "sign in to follow orders"))
+        elif principal.customer_id is None and not principal.may("orders:read"):
+            self.mailbox.say(error("FORBIDDEN", "following orders needs the scope orders:read"))
+        else:
+            await self.hub.follow(self.mailbox, order_id, self.max_follows, principal.customer_id)
 
 
 def _order_id(message: dict[str, Any]) -> UUID:
