@@ -16,6 +16,10 @@ from backend.embedded import exit_reason, require_free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "backend.main:app"
+# permessage-deflate costs ~46 KiB per WebSocket and a share of every send; uvicorn
+# negotiates it before the app runs, so only its flags can turn it off. Client
+# messages are small (the largest, a subscribe to 1,000 SKUs, is under 128 KiB).
+UVICORN_WS_FLAGS = ["--ws-per-message-deflate", "false", "--ws-max-size", "131072"]
 log = logging.getLogger("backend.cluster")
 
 
@@ -37,7 +41,7 @@ class NodeProcess:
     def start(self) -> None:
         require_free_port(self.port, self.name)
         command = [sys.executable, "-m", "uvicorn", APP, "--host", self.host]
-        command += ["--port", str(self.port), "--no-access-log"]
+        command += ["--port", str(self.port), "--no-access-log", *UVICORN_WS_FLAGS]
         self.process = subprocess.Popen(command, cwd=ROOT, env={**self.env, "NODE_ID": self.name})
 
     def ended(self) -> str | None:

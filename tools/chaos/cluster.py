@@ -28,6 +28,7 @@ from backend.embedded import (
     free_port,
     process_running,
 )
+from backend.node_process import UVICORN_WS_FLAGS
 from tools.chaos.model import Violation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ class NodeProcess:
 
     def start(self) -> None:
         command = [sys.executable, "-m", "uvicorn", APP, "--app-dir", str(ROOT)]
-        command += ["--host", HOST, "--port", str(self.port), "--no-access-log"]
+        command += ["--host", HOST, "--port", str(self.port), "--no-access-log", *UVICORN_WS_FLAGS]
         with self.log.open("ab") as out:
             out.write(f"--- chaos: starting {self.name} at {time.time():.3f}\n".encode())
             out.flush()
