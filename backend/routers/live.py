@@ -7,10 +7,10 @@ Messages from the client (JSON text): `{"type": "auth", "token": "..."}`,
 `{"type": "unfollow", "order_id": "..."}`, `{"type": "ping"}`.
 
 Who is calling: the token of an `auth` message (send it first; a later one
-replaces it, as a renewed token does), or the `access_token` query parameter
-for clients that cannot send one first. The stock stream follows the catalog's
-rule (anonymous callers too, unless PUBLIC_CATALOG=false: then the first
-message must be `auth`); following an order needs a caller who may read it.
+replaces it, as a renewed token does), the `access_token` query parameter, or
+the handshake's `Authorization: Bearer` header where the client can set one.
+The stock stream follows the catalog's rule (anonymous callers too, unless
+PUBLIC_CATALOG=false: then the first message must be `auth`); following an order needs a caller who may read it.
 A connection ends when its token does (`reconnect`, reason `token_expired`).
 A browser's `Origin` must be the node's own or one of ALLOWED_ORIGINS.
 
@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnected
 
 from backend.auth.gate import Gate
-from backend.auth.principal import ANONYMOUS, Principal
+from backend.auth.principal import Principal
 from backend.errors import AppError
 from backend.hub import PING, PONG, SERVICE_RESTART, Hub, Mailbox, encode, error, reconnect
 from backend.settings import Settings
@@ -127,10 +127,14 @@ def _origin_allowed(websocket: WebSocket, settings: Settings) -> bool:
 
 
 async def _first_principal(websocket: WebSocket, node: "Node", settings: Settings) -> Principal:
-    """Who opens the socket: by the query's token, else anonymous; with a closed
-    catalog an anonymous client must send `auth` first, within AUTH_WAIT seconds."""
+    """Who opens the socket: by the query's token or the Authorization header, else
+    anonymous; with a closed catalog an anonymous client must send `auth` first,
+    within AUTH_WAIT seconds."""
     token = websocket.query_params.get("access_token")
-    principal = await node.gate.bearer(token) if token else ANONYMOUS
+    if token:
+        principal = await node.gate.bearer(token)
+    else:  # clients that can set headers may authenticate the handshake as any request
+        principal = await node.gate.principal(websocket.headers.get("authorization"))
     if principal.signed_in or settings.public_catalog:
         return principal
     async with asyncio.timeout(AUTH_WAIT):
