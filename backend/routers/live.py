@@ -11,8 +11,9 @@ replaces it, as a renewed token does), the `access_token` query parameter, or
 the handshake's `Authorization: Bearer` header where the client can set one.
 The stock stream follows the catalog's rule (anonymous callers too, unless
 PUBLIC_CATALOG=false: then the first message must be `auth`); following an
-order needs a caller who may read it. A connection ends when its token does (`reconnect`, reason `token_expired`).
-A browser's `Origin` must be the node's own or one of ALLOWED_ORIGINS.
+order needs a caller who may read it. A connection ends when its token does
+(`reconnect`, reason `token_expired`). A browser's `Origin` must be the node's
+own or one of ALLOWED_ORIGINS.
 
 A connection costs one task that sends (the server's own), one that receives,
 two timers and a few objects, so that thousands of idle clients cost little. Input is
