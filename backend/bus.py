@@ -24,6 +24,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from backend.documents import Change
+from backend.errors import AppError
 from backend.seal import seal, unseal
 
 log = logging.getLogger(__name__)
@@ -155,9 +156,13 @@ class RedisBus:
                     self._deliver(message["data"])
 
     async def _subscribed(self) -> None:
+        """Catch up or resync; whatever this misses, the catch-up loop repairs, so a
+        failure never ends the subscription."""
         try:
             await self._on_subscribed(self.stats.subscriptions)
-        except Exception:  # the catch-up loop repairs what this missed; keep listening
+        except AppError as exc:  # the database is away: expected, no traceback
+            log.warning("resync after subscribing failed: %s", exc)
+        except Exception:
             log.exception("resync after subscribing failed")
 
     def _deliver(self, data: bytes) -> None:

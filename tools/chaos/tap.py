@@ -9,8 +9,12 @@ import asyncio
 import contextlib
 import random
 from collections import deque
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
 
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 CHANNEL = "inventory_updates"
@@ -43,7 +47,18 @@ class Tap:
 
     async def cut_subscribers(self) -> int:
         """CLIENT KILL TYPE pubsub: deliveries in flight are lost; nodes must resubscribe."""
-        return int(await self._client.client_kill_filter(_type="pubsub"))
+        return int(await self._again(lambda: self._client.client_kill_filter(_type="pubsub")))
+
+    async def _again(self, command: Callable[[], Awaitable[Any]]) -> Any:
+        """A pooled connection from before a Redis restart fails once: use a fresh one."""
+        for attempt in range(3):
+            try:
+                return await command()
+            except (ConnectionError, RedisConnectionError):
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.3)
+        raise AssertionError("unreachable")
 
     async def replay(self, rng: random.Random) -> int:
         """Publish a shuffled handful of older messages, and a few recent ones twice."""
@@ -53,6 +68,6 @@ class Tap:
         picked += heard[-min(len(heard), 5) :]
         rng.shuffle(picked)
         for data in picked:
-            await self._client.publish(CHANNEL, data)
+            await self._again(partial(self._client.publish, CHANNEL, data))
         self.replayed += len(picked)
         return len(picked)
