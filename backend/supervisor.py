@@ -95,7 +95,7 @@ class Supervisor:
 
     async def _keep(self, health: LoopHealth, loop: Loop, backoff: Backoff, once: bool) -> None:
         while True:
-            if health.stall_after is None and health.state != "starting":
+            if health.stall_after is None:
                 health.state = "running"  # nothing to beat: running again is healthy again
             health.last_beat = started = time.monotonic()
             try:
