@@ -8,6 +8,7 @@ it happens (applied changes, sync lag) is counted here.
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -59,20 +60,13 @@ class Metrics:
         self.registry.register(_Readings(counts, sync, bus, hub, supervisor))
 
 
+@dataclass(eq=False)  # the registry keys collectors by identity
 class _Readings(Collector):
-    def __init__(
-        self,
-        counts: Counter[str],
-        sync: Sync,
-        bus: RedisBus | None,
-        hub: Hub,
-        supervisor: Supervisor,
-    ) -> None:
-        self._counts = counts
-        self._sync = sync
-        self._bus = bus
-        self._hub = hub
-        self._supervisor = supervisor
+    _counts: Counter[str]
+    _sync: Sync
+    _bus: RedisBus | None
+    _hub: Hub
+    _supervisor: Supervisor
 
     def collect(self) -> Iterator[Metric]:
         orders = CounterMetricFamily(

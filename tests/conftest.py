@@ -15,6 +15,7 @@ import pytest
 
 from backend.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from backend.migrate import migrate
+from database import PostgresDatabase
 
 TEMPLATE = "orderflow_template"
 
@@ -53,6 +54,15 @@ async def pg_template(pg_server: EmbeddedPostgres) -> str:
     finally:
         await conn.close()
     return TEMPLATE
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[PostgresDatabase]:
+    """The asyncpg adapter on this test's database, for setting up what a test needs."""
+    database = PostgresDatabase(database_url)
+    await database.connect()
+    yield database
+    await database.close()
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import jwt
@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from backend.app import create_app
-from backend.documents import Product
+from backend.documents import Change, Product
 from backend.node import State
 from backend.seal import seal
 from backend.settings import Settings
@@ -52,9 +52,47 @@ ADMIN_TOKEN = token("test-admin", "admin", minutes=24 * 60)
 ADMIN = bearer(ADMIN_TOKEN)
 
 
-def sealed(change: Json) -> str:
+def sealed(change: Mapping[str, Any]) -> str:
     """A change as a node would publish it."""
     return seal(json.dumps(change, separators=(",", ":")), BUS_KEY.encode())
+
+
+def change(sku: str, version: int, on_hand: int, product_id: int = 1, **extra: Any) -> Change:
+    """A change as a node would publish it; `extra` overrides or adds fields."""
+    made: Change = {
+        "sku": sku,
+        "product_id": product_id,
+        "name": sku,
+        "price_cents": 100,
+        "low_stock_threshold": 1,
+        "on_hand": on_hand,
+        "reserved": 0,
+        "available": on_hand,
+        "delta_on_hand": 0,
+        "delta_reserved": 0,
+        "version": version,
+        "seq": version,
+        "reason": "count",
+        "order_id": None,
+        "node": "test",
+        "committed_at": "2026-01-01T00:00:00Z",
+        "deleted": False,
+    }
+    return cast(Change, made | extra)
+
+
+def synthetic(product: Json, version: int, padding: str) -> Change:
+    """Another node's restock of `product` at `version`, padded to fill socket buffers."""
+    return change(
+        product["sku"],
+        version,
+        100 + version,
+        product["id"],
+        delta_on_hand=1,
+        reason="restock",
+        node="synthetic",
+        padding=padding,
+    )
 
 
 def node_settings(database_url: str, node_id: str = "node-test", **overrides: Any) -> Settings:

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from backend.app import create_app
@@ -76,15 +75,10 @@ class World:
 
 
 @pytest.fixture
-async def world(database_url: str) -> AsyncIterator[World]:
-    db = PostgresDatabase(database_url)
-    await db.connect()
-    try:
-        await make_product(db, on_hand=100, sku="SKU-1")
-        key_all = (await keys.create(db, "all", SCOPES))["key"]
-        key_none = (await keys.create(db, "none", ["metrics:read"]))["key"]
-    finally:
-        await db.close()
+async def world(database_url: str, db: PostgresDatabase) -> AsyncIterator[World]:
+    await make_product(db, on_hand=100, sku="SKU-1")
+    key_all = (await keys.create(db, "all", SCOPES))["key"]
+    key_none = (await keys.create(db, "none", ["metrics:read"]))["key"]
     headers = {
         "anonymous": {},
         "customer": bearer(token("cust-1")),
@@ -172,4 +166,3 @@ async def test_a_route_without_a_rule_is_refused(database_url: str) -> None:
     async with run_node(settings, app=app) as node:
         response = await node.client.get("/unruled")
     assert (response.status_code, response.json()["code"]) == (403, "FORBIDDEN")
-    assert isinstance(response, httpx.Response)

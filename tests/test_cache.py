@@ -1,32 +1,8 @@
 """The cache keeps only what is newer, whatever order changes arrive in."""
 
-from typing import Any, cast
-
 from backend.cache import Outcome, StockCache
-from backend.documents import Change, Product
-
-
-def change(sku: str, version: int, on_hand: int, product_id: int = 1, **extra: Any) -> Change:
-    made: Change = {
-        "sku": sku,
-        "product_id": product_id,
-        "name": sku,
-        "price_cents": 100,
-        "low_stock_threshold": 1,
-        "on_hand": on_hand,
-        "reserved": 0,
-        "available": on_hand,
-        "delta_on_hand": 0,
-        "delta_reserved": 0,
-        "version": version,
-        "seq": version,
-        "reason": "count",
-        "order_id": None,
-        "node": "test",
-        "committed_at": "2026-01-01T00:00:00Z",
-        "deleted": False,
-    }
-    return cast(Change, made | extra)
+from backend.documents import Product
+from tests.support import change
 
 
 def test_duplicates_and_older_versions_change_nothing() -> None:

@@ -104,14 +104,6 @@ def test_what_the_environment_or_env_file_sets_wins_over_the_generated_secrets(
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[PostgresDatabase]:
-    database = PostgresDatabase(database_url)
-    await database.connect()
-    yield database
-    await database.close()
-
-
-@pytest.fixture
 async def other_db(
     pg_server: EmbeddedPostgres, pg_template: str
 ) -> AsyncIterator[PostgresDatabase]:

@@ -31,14 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[PostgresDatabase]:
-    database = PostgresDatabase(database_url)
-    await database.connect()
-    yield database
-    await database.close()
-
-
-@pytest.fixture
 async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(database_url)
     yield connection

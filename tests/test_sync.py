@@ -14,7 +14,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from backend.bus import CHANNEL
 from backend.embedded import EmbeddedRedis, free_port
 from database import Json
-from tests.support import ADMIN_TOKEN, Node, eventually, node_settings, run_node, sealed
+from tests.support import (
+    ADMIN_TOKEN,
+    Node,
+    eventually,
+    node_settings,
+    run_node,
+    sealed,
+    synthetic,
+)
 
 
 @pytest.fixture
@@ -255,7 +263,7 @@ async def test_a_client_that_stops_reading_slows_nobody_and_ends_up_current(
         ):
             for version in range(2, rounds + 2):
                 for sku in skus:
-                    pipe.publish(CHANNEL, sealed(_change(products[sku], version, padding)))
+                    pipe.publish(CHANNEL, sealed(synthetic(products[sku], version, padding)))
             await pipe.execute()
 
         latest: dict[str, int] = {}
@@ -276,29 +284,6 @@ async def test_a_client_that_stops_reading_slows_nobody_and_ends_up_current(
                     seen[message["sku"]] = message["version"]
                 elif message["type"] == "snapshot":
                     seen |= {p["sku"]: p["version"] for p in message["products"]}
-
-
-def _change(product: Json, version: int, padding: str) -> Json:
-    return {
-        "sku": product["sku"],
-        "product_id": product["id"],
-        "name": product["sku"],
-        "price_cents": 100,
-        "low_stock_threshold": 1,
-        "on_hand": 100 + version,
-        "reserved": 0,
-        "available": 100 + version,
-        "delta_on_hand": 1,
-        "delta_reserved": 0,
-        "version": version,
-        "seq": version,
-        "reason": "restock",
-        "order_id": None,
-        "node": "synthetic",
-        "committed_at": "2026-01-01T00:00:00+00:00",
-        "deleted": False,
-        "padding": padding,
-    }
 
 
 async def test_heartbeats_and_a_lifetime_cap_with_a_reconnect_hint(

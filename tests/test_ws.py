@@ -22,7 +22,7 @@ from backend.embedded import EmbeddedRedis
 from backend.hub import MAX_CONTROL
 from backend.routers.live import BURST, MAX_MESSAGE_CHARS
 from database import Json
-from tests.support import Node, eventually, node_settings, run_node, sealed
+from tests.support import Node, eventually, node_settings, run_node, sealed, synthetic
 
 NodeFactory = Callable[..., Awaitable[Node]]
 
@@ -81,30 +81,9 @@ async def create_products(node: Node, skus: list[str]) -> dict[str, Json]:
     return products
 
 
-def synthetic(product: Json, version: int, padding: int = 0) -> str:
+def bus_message(product: Json, version: int, padding: int = 0) -> str:
     """A sealed bus message for `product` at `version`, padded to fill socket buffers."""
-    return sealed(
-        {
-            "sku": product["sku"],
-            "product_id": product["id"],
-            "name": product["sku"],
-            "price_cents": 100,
-            "low_stock_threshold": 1,
-            "on_hand": 100 + version,
-            "reserved": 0,
-            "available": 100 + version,
-            "delta_on_hand": 1,
-            "delta_reserved": 0,
-            "version": version,
-            "seq": version,
-            "reason": "restock",
-            "order_id": None,
-            "node": "synthetic",
-            "committed_at": "2026-01-01T00:00:00+00:00",
-            "deleted": False,
-            "padding": "x" * padding,
-        }
-    )
+    return sealed(synthetic(product, version, "x" * padding))
 
 
 async def publish(url: str, messages: list[str]) -> None:
@@ -238,9 +217,9 @@ async def test_hundreds_of_clients_that_never_read_slow_nobody(
 
         rounds = 30
         messages = [
-            synthetic(products[sku], version) for version in range(2, rounds + 2) for sku in skus
+            bus_message(products[sku], version) for version in range(2, rounds + 2) for sku in skus
         ]
-        messages += [synthetic(products["HEAVY"], v, padding=200_000) for v in range(2, 42)]
+        messages += [bus_message(products["HEAVY"], v, padding=200_000) for v in range(2, 42)]
         await publish(redis_server.url, messages)
 
         await read_until(fast, {**dict.fromkeys(skus, rounds + 1), "HEAVY": 41})
@@ -315,7 +294,7 @@ async def test_a_client_whose_socket_takes_nothing_is_let_go(
         await eventually(lambda: len(hub.mailboxes) == 2, 5, "both joined")
         stuck = next(iter(hub.mailboxes))
         await publish(
-            redis_server.url, [synthetic(products["HEAVY"], v, 200_000) for v in range(2, 42)]
+            redis_server.url, [bus_message(products["HEAVY"], v, 200_000) for v in range(2, 42)]
         )
         await read_until(fast, {"HEAVY": 41})
 

@@ -60,14 +60,9 @@ async def test_a_customer_follows_their_own_orders_only(node: Node) -> None:
 
 
 async def test_a_key_without_orders_read_may_watch_stock_but_not_follow(
-    node: Node, database_url: str
+    node: Node, db: PostgresDatabase
 ) -> None:
-    db = PostgresDatabase(database_url)
-    await db.connect()
-    try:
-        key = (await keys.create(db, "scanner", ["catalog:write"]))["key"]
-    finally:
-        await db.close()
+    key = (await keys.create(db, "scanner", ["catalog:write"]))["key"]
     order = await order_for(node, "cust-a")
     async with connect(f"{node.ws_url}?access_token={key}") as ws:
         await until(ws, "snapshot")

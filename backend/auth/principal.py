@@ -54,6 +54,17 @@ class Principal:
     def may(self, scope: str) -> bool:
         return scope in self.scopes
 
+    def public(self) -> dict[str, object]:
+        """What a caller may be told of themselves: never the credential."""
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "role": self.role,
+            "name": self.name,
+            "scopes": sorted(self.scopes),
+            "expires_at": self.expires_at,
+        }
+
 
 ANONYMOUS = Principal("anonymous", "anonymous", "anonymous")
 

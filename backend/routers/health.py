@@ -26,16 +26,9 @@ async def ready(node: NodeDep) -> JSONResponse:
 
 
 @router.get("/whoami")
-async def whoami(principal: PrincipalDep) -> dict[str, Any]:
-    """Who this node takes the caller to be, and what they may do (never the credential)."""
-    return {
-        "kind": principal.kind,
-        "id": principal.id,
-        "role": principal.role,
-        "name": principal.name,
-        "scopes": sorted(principal.scopes),
-        "expires_at": principal.expires_at,
-    }
+async def whoami(principal: PrincipalDep) -> dict[str, object]:
+    """Who this node takes the caller to be, and what they may do."""
+    return principal.public()
 
 
 @router.get("/info")

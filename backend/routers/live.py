@@ -162,19 +162,7 @@ def _json(text: str) -> dict[str, Any] | None:
 
 
 def _welcome(principal: Principal) -> str:
-    return encode(
-        {
-            "type": "auth",
-            "principal": {
-                "kind": principal.kind,
-                "id": principal.id,
-                "role": principal.role,
-                "name": principal.name,
-                "scopes": sorted(principal.scopes),
-                "expires_at": principal.expires_at,
-            },
-        }
-    )
+    return encode({"type": "auth", "principal": principal.public()})
 
 
 # A plain Starlette route: FastAPI's dependency machinery held ~4 KiB per connection
