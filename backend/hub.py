@@ -6,7 +6,11 @@ messages, so a client that stops reading holds at most one entry per SKU and
 slows nobody; when it reads again it gets the latest state.
 
 Fan-out is the hot path: a change goes to every client, so it is encoded once
-per node and every mailbox holds the same text, and the full snapshot is
+per node, and the changes applied together (an order's lines, a burst the bus
+listener drained at once) go out as one frame, a `batch`, built once per node
+and once per distinct SKU filter: a client that keeps up costs one pointer and
+one send per burst, whatever the burst holds. Only a client that has fallen
+behind gets its own frame, of the latest change per SKU. The full snapshot is
 encoded once per catalog state. Everything in a mailbox is wire-ready text.
 """
 
@@ -32,6 +36,7 @@ OrderFetcher = Callable[[UUID], Awaitable[Order]]
 _PUSH_TRIES = 20  # reads of a followed order before giving up on one change (~1.5 min)
 MAX_CONTROL = 64  # control messages a client that does not read can hold
 SERVICE_RESTART = 1012  # the WebSocket close code for "reconnect": a restart, a lifetime
+MAX_BATCH = 200  # changes in one frame (~100 KB): a client's default 1 MiB limit holds it
 
 
 def encode(message: Json) -> str:
@@ -50,10 +55,40 @@ PING = encode({"type": "ping"})
 PONG = encode({"type": "pong"})
 
 
+def frames(texts: list[str]) -> list[str]:
+    """Encoded messages as frames: one alone as itself, more as `batch`es of MAX_BATCH."""
+    chunks = [texts[i : i + MAX_BATCH] for i in range(0, len(texts), MAX_BATCH)]
+    return [
+        chunk[0] if len(chunk) == 1 else '{"type":"batch","messages":[' + ",".join(chunk) + "]}"
+        for chunk in chunks
+    ]
+
+
+class Burst:
+    """Changes applied together, each as (SKU, encoded message), and their frames.
+
+    Built once per node, and once per SKU filter that keeps some of them.
+    """
+
+    __slots__ = ("frames", "items")
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self.items = items
+        self.frames = frames([text for _, text in items])
+
+    def only(self, skus: frozenset[str]) -> "Burst | None":
+        """The part a client filtered to `skus` wants: this one, a smaller one, or none."""
+        kept = [item for item in self.items if item[0] in skus]
+        if len(kept) == len(self.items):
+            return self
+        return Burst(kept) if kept else None
+
+
 class Mailbox:
     """What one client has yet to receive. Slots: thousands of these may be idle."""
 
     __slots__ = (
+        "_burst",
         "_control",
         "_max_pending",
         "_resnapshot",
@@ -77,31 +112,50 @@ class Mailbox:
         self.closing = False  # no more news: the farewell, if any, is the last message
         self.close_code: int | None = None  # None: the client is gone, nothing to close
         self._max_pending = max_pending
-        self._stock: dict[str, str] = {}  # SKU -> its latest change, encoded
+        self._burst: Burst | None = None  # the one burst to send, while keeping up
+        self._stock: dict[str, str] = {}  # behind: SKU -> its latest change, encoded
         self._control: list[str] = []
         self._resnapshot = False
         self._waiter: asyncio.Future[None] | None = None
 
     @property
     def pending(self) -> int:
-        return len(self._stock) + len(self._control)
+        burst = len(self._burst.items) if self._burst is not None else 0
+        return burst + len(self._stock) + len(self._control)
 
     def wants(self, sku: str) -> bool:
         return self.skus is None or sku in self.skus
 
-    def offer(self, sku: str, text: str) -> None:
-        """Queue a change; a fresh snapshot already on its way makes it moot."""
-        if self._resnapshot or self.closing or not self.wants(sku):
+    def offer(self, burst: Burst) -> None:
+        """Queue a burst of changes this client wants; a fresh snapshot already on its
+        way makes it moot.
+
+        A client that has taken everything holds the shared burst as it is. One
+        that has not yet taken the last one is behind: from then on it holds the
+        latest change per SKU, and gets them in frames of its own.
+        """
+        if self._resnapshot or self.closing:
             return
-        if sku in self._stock:
-            self.coalesced += 1
-        elif len(self._stock) >= self._max_pending:
-            # Too far behind to be worth catching up change by change.
-            self.coalesced += len(self._stock) + 1
-            self.resnapshot()
-            return
-        self._stock[sku] = text
+        if self._burst is None and not self._stock:
+            self._burst = burst
+        else:
+            if self._burst is not None:
+                held, self._burst = self._burst, None
+                self._coalesce(held.items)
+            self._coalesce(burst.items)
         self._wake()
+
+    def _coalesce(self, items: list[tuple[str, str]]) -> None:
+        stock = self._stock
+        for sku, text in items:
+            if sku in stock:
+                self.coalesced += 1
+            elif len(stock) >= self._max_pending:
+                # Too far behind to be worth catching up change by change.
+                self.coalesced += len(stock) + 1
+                self.resnapshot()
+                return
+            stock[sku] = text
 
     def say(self, text: str) -> None:
         if self.closing:
@@ -114,6 +168,7 @@ class Mailbox:
     def resnapshot(self) -> None:
         """The client gets the whole (filtered) catalog as it is when it next reads."""
         self._stock.clear()
+        self._burst = None
         self._resnapshot = True
         self._wake()
 
@@ -128,12 +183,13 @@ class Mailbox:
             self.say(farewell)
         self.closing, self.close_code = True, code
         self._stock.clear()
+        self._burst = None
         self._resnapshot = False
         self._wake()
 
     async def take(self) -> tuple[bool, list[str]]:
-        """Wait for news; return (send a fresh snapshot first?, texts to send)."""
-        while not (self._resnapshot or self._stock or self._control or self.closing):
+        """Wait for news; return (send a fresh snapshot first?, frames to send)."""
+        while not (self._resnapshot or self._burst or self._stock or self._control or self.closing):
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -142,8 +198,11 @@ class Mailbox:
         snapshot, self._resnapshot = self._resnapshot, False
         texts = self._control
         self._control = []
-        if self._stock:
-            texts += self._stock.values()
+        if self._burst is not None:
+            texts += self._burst.frames
+            self._burst = None
+        elif self._stock:
+            texts += frames(list(self._stock.values()))
             self._stock = {}
         return snapshot, texts
 
@@ -167,6 +226,9 @@ class Hub:
         self._orders: TTLCache[str, Order] = TTLCache(maxsize=10_000, ttl=5)
         self._refreshing: dict[str, bool] = {}  # order id -> changed again meanwhile
         self._snapshot: str | None = None  # the unfiltered snapshot, encoded
+        self._filtered: dict[frozenset[str], str] = {}  # filter -> its snapshot, encoded
+        self._ready: list[tuple[str, str]] = []  # changes applied since the last flush
+        self._flushing: asyncio.Handle | None = None
         self._per_address: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._emptied: asyncio.Event | None = None
@@ -203,10 +265,14 @@ class Hub:
             self._emptied.set()
 
     def snapshot(self, mailbox: Mailbox) -> str:
-        """The snapshot this client wants, encoded; the unfiltered one is shared."""
-        if mailbox.skus is not None:
-            products = [p for p in self._cache.all() if p["sku"] in mailbox.skus]
-            return encode({"type": "snapshot", "node": self.node_id, "products": products})
+        """The snapshot this client wants, encoded once per catalog state and filter."""
+        skus = mailbox.skus
+        if skus is not None:
+            if (text := self._filtered.get(skus)) is None:
+                products = [p for p in self._cache.all() if p["sku"] in skus]
+                text = encode({"type": "snapshot", "node": self.node_id, "products": products})
+                self._filtered[skus] = text
+            return text
         if self._snapshot is None:
             products = self._cache.all()
             self._snapshot = encode(
@@ -227,19 +293,48 @@ class Hub:
             self._spawn(self._push_order(order_id))
 
     def broadcast(self, change: Change) -> None:
-        self._snapshot = None
-        sku = change["sku"]
-        text = encode({"type": "stock", **change})
-        for mailbox in self.mailboxes:
-            mailbox.offer(sku, text)
+        """Encode the change now; it goes out with whatever else is applied before the
+        event loop's next turn (`flush`)."""
+        self._forget_snapshots()
+        self._ready.append((change["sku"], encode({"type": "stock", **change})))
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().call_soon(self.flush)
         order_id = change["order_id"]
         if order_id and order_id in self._followers:
             self._spawn(self._push_order(order_id))
 
+    def flush(self) -> None:
+        """Offer the changes applied together to every client, as one burst each."""
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
+        if not self._ready:
+            return
+        burst = Burst(self._ready)
+        self._ready = []
+        filtered: dict[frozenset[str], Burst | None] = {}
+        for mailbox in self.mailboxes:
+            skus = mailbox.skus
+            if skus is None:
+                mailbox.offer(burst)
+                continue
+            if skus in filtered:
+                part = filtered[skus]
+            else:
+                part = filtered[skus] = burst.only(skus)
+            if part is not None:
+                mailbox.offer(part)
+
+    def _forget_snapshots(self) -> None:
+        self._snapshot = None
+        if self._filtered:
+            self._filtered = {}
+
     def resync_all(self) -> None:
         """After a full reload: fresh snapshots, and every followed order read again
         (the changes that would have told of them may be what was lost)."""
-        self._snapshot = None
+        self._forget_snapshots()
+        self._ready = []  # the snapshots hold them
         for mailbox in self.mailboxes:
             mailbox.resnapshot()
         for order_id in list(self._followers):

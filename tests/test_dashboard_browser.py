@@ -98,6 +98,17 @@ def sent_frames(page: Page, urls: list[str] | None = None) -> list[list[str]]:
     return sockets
 
 
+def received_frames(page: Page) -> list[str]:
+    """What the page receives on every WebSocket it opens, in order."""
+    frames: list[str] = []
+
+    def opened(socket: WebSocket) -> None:
+        socket.on("framereceived", lambda payload: frames.append(str(payload)))
+
+    page.on("websocket", opened)
+    return frames
+
+
 def auth_tokens(frames: list[str]) -> list[str]:
     messages = [json.loads(frame) for frame in frames]
     return [m["token"] for m in messages if m.get("type") == "auth"]
@@ -517,3 +528,31 @@ async def test_email_and_password_through_supabase_auth_renewed_before_expiry(
             assert await kept_session(page) is None
             assert errors == []
             await page.close()
+
+
+async def test_an_orders_lines_arrive_in_one_batch_and_update_every_row(
+    browser: Browser, database_url: str
+) -> None:
+    async with serve(node_settings(database_url, "node-1")) as node:
+        page, errors = await new_page(browser)
+        frames = received_frames(page)
+        await open_dashboard(page, str(node.base_url), "node-1")
+        skus = [await add_product(node, on_hand=6) for _ in range(3)]
+        rows = [page.get_by_test_id(f"stock-row-{sku}") for sku in skus]
+        for row in rows:
+            await expect(row).to_have_attribute("data-available", "6")
+
+        body = {"items": [{"sku": sku, "quantity": 2} for sku in skus], "customer_id": "c-1"}
+        response = await node.post(
+            "/orders", json=body, headers={"Idempotency-Key": str(uuid.uuid4())}
+        )
+        assert response.status_code == 201, response.text
+
+        for row in rows:
+            await expect(row).to_have_attribute("data-available", "4")
+        batches = [m for m in map(json.loads, frames) if m["type"] == "batch"]
+        assert [sorted(m["sku"] for m in batch["messages"]) for batch in batches] == [sorted(skus)]
+        news = page.get_by_test_id("event-feed").locator("li", has_text="reserved")
+        await expect(news).to_have_count(3)
+        assert errors == []
+        await page.close()

@@ -1,4 +1,5 @@
-"""The hub's rules without servers: coalescing, bounds, filters, follows, encode-once, shutdown."""
+"""The hub's rules without servers: bursts, coalescing, bounds, filters, follows, encode-once,
+shutdown."""
 
 import asyncio
 import json
@@ -9,7 +10,7 @@ import pytest
 from backend.cache import StockCache
 from backend.documents import Change, Json, Order
 from backend.errors import not_found
-from backend.hub import MAX_CONTROL, PING, SERVICE_RESTART, Hub, Mailbox, reconnect
+from backend.hub import MAX_BATCH, MAX_CONTROL, PING, SERVICE_RESTART, Hub, Mailbox, reconnect
 
 
 def change(
@@ -74,9 +75,15 @@ class World:
         self.orders = Orders()
         self.hub = Hub("node-a", self.cache, self.orders, max_pending)
 
-    def publish(self, *changes: Change) -> None:
+    def apply(self, *changes: Change) -> None:
+        """Changes applied together; they go out on the loop's next turn."""
         for one in changes:
             self.hub.on_change(one, self.cache.apply(one), "bus")
+
+    def publish(self, *changes: Change) -> None:
+        """Changes applied together, out at once: one burst."""
+        self.apply(*changes)
+        self.hub.flush()
 
     async def joined(self, skus: frozenset[str] | None = None) -> Mailbox:
         """A client past its first snapshot."""
@@ -85,10 +92,19 @@ class World:
         return box
 
 
+def unbatched(texts: list[str]) -> list[Json]:
+    messages: list[Json] = []
+    for text in texts:
+        message = json.loads(text)
+        messages += message["messages"] if message["type"] == "batch" else [message]
+    return messages
+
+
 async def news(box: Mailbox) -> tuple[bool, list[Json]]:
+    """What the client gets next, each change of a batch as a message of its own."""
     async with asyncio.timeout(1):
         snapshot, texts = await box.take()
-    return snapshot, [json.loads(text) for text in texts]
+    return snapshot, unbatched(texts)
 
 
 def versions(messages: list[Json]) -> list[tuple[str, int]]:
@@ -112,7 +128,8 @@ async def test_changes_coalesce_per_sku_and_the_latest_wins() -> None:
     world.publish(change("A", 1), change("B", 1))
     box = await world.joined()
 
-    world.publish(change("A", 2), change("A", 3), change("B", 2), change("A", 4))
+    for one in (change("A", 2), change("A", 3), change("B", 2), change("A", 4)):
+        world.publish(one)  # four bursts: the client has not taken the first
 
     assert (box.pending, box.coalesced) == (2, 2)
     assert await news(box) == (
@@ -133,6 +150,7 @@ async def test_each_change_is_encoded_once_for_every_mailbox() -> None:
 
     texts = [(await box.take())[1] for box in boxes]
     assert all(len(sent) == 1 and sent[0] is texts[0][0] for sent in texts)
+    assert json.loads(texts[0][0])["type"] == "stock"  # a burst of one: the plain message
     assert json.loads(world.hub.snapshot(boxes[0]))["products"][0]["version"] == 2
 
 
@@ -166,7 +184,8 @@ async def test_a_client_too_far_behind_gets_a_fresh_snapshot_instead() -> None:
     world = World(max_pending=3)
     box = await world.joined()
 
-    world.publish(*(change(sku, 1) for sku in "ABCD"))
+    for sku in "ABCD":
+        world.publish(change(sku, 1))
     assert box.pending == 0  # dropped for a snapshot of the latest state
     world.publish(change("E", 1), change("A", 2))  # a snapshot is coming: nothing to keep
 
@@ -331,7 +350,8 @@ def test_an_address_gets_its_share_of_connections_and_no_more() -> None:
 async def test_coalesced_counts_outlive_the_clients() -> None:
     world = World()
     box = await world.joined()
-    world.publish(change("A", 1), change("A", 2), change("A", 3))
+    for version in (1, 2, 3):
+        world.publish(change("A", version))
 
     world.hub.leave(box)
 
@@ -348,3 +368,69 @@ async def test_a_deleted_product_leaves_the_snapshot(skus: frozenset[str] | None
 
     assert versions((await news(box))[1]) == [("A", 2)]
     assert "A" not in [p["sku"] for p in json.loads(world.hub.snapshot(box))["products"]]
+
+
+async def test_changes_applied_together_go_out_in_one_batch_frame_shared_by_every_client() -> None:
+    world = World()
+    boxes = [await world.joined() for _ in range(3)]
+
+    world.publish(change("A", 1, order_id=uuid4()), change("B", 1), change("A", 2))
+
+    frames = [(await box.take())[1] for box in boxes]
+    assert all(len(sent) == 1 and sent[0] is frames[0][0] for sent in frames)
+    batch = json.loads(frames[0][0])
+    assert batch["type"] == "batch"
+    assert versions(batch["messages"]) == [("A", 1), ("B", 1), ("A", 2)]  # nothing coalesced
+
+
+async def test_a_filtered_client_gets_only_its_skus_of_a_batch() -> None:
+    world = World()
+    just_b, also_just_b = await world.joined(frozenset({"B"})), await world.joined(frozenset({"B"}))
+    a_and_c, d = await world.joined(frozenset({"A", "C"})), await world.joined(frozenset({"D"}))
+
+    world.publish(change("A", 1), change("B", 1), change("C", 1))
+
+    (_, [text]), (_, [same]) = await just_b.take(), await also_just_b.take()
+    assert text is same  # one frame per filter
+    assert json.loads(text) == {"type": "stock", **change("B", 1)}  # a batch of one: plain
+    (_, [text]) = await a_and_c.take()
+    assert json.loads(text)["type"] == "batch"
+    assert versions(json.loads(text)["messages"]) == [("A", 1), ("C", 1)]
+    assert d.pending == 0
+
+
+async def test_changes_applied_in_one_turn_of_the_loop_go_out_together_on_the_next() -> None:
+    world = World()
+    box = await world.joined()
+
+    world.apply(change("A", 1), change("B", 1))
+    world.apply(change("C", 1))
+    assert box.pending == 0  # not yet: more may come in this turn
+
+    _, [text] = await box.take()
+    assert versions(json.loads(text)["messages"]) == [("A", 1), ("B", 1), ("C", 1)]
+
+
+async def test_a_client_behind_gets_the_latest_per_sku_in_frames_of_its_own() -> None:
+    world = World()
+    box, other = await world.joined(), await world.joined()
+    world.publish(change("A", 1), change("B", 1))
+    assert (await other.take())[1]  # this one keeps up
+
+    world.publish(change("A", 2), change("C", 1))
+
+    _, texts = await box.take()
+    assert versions(unbatched(texts)) == [("A", 2), ("B", 1), ("C", 1)]
+    assert (box.coalesced, other.coalesced) == (1, 0)
+    assert versions(unbatched((await other.take())[1])) == [("A", 2), ("C", 1)]
+
+
+async def test_a_large_burst_goes_out_in_frames_of_at_most_max_batch_changes() -> None:
+    world = World()
+    box = await world.joined()
+
+    world.publish(*(change(f"SKU-{i:04d}", 1) for i in range(MAX_BATCH + 1)))
+
+    _, texts = await box.take()
+    assert [len(json.loads(text).get("messages", [None])) for text in texts] == [MAX_BATCH, 1]
+    assert len(versions(unbatched(texts))) == MAX_BATCH + 1

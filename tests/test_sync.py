@@ -2,18 +2,22 @@
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as redis
+from redis.asyncio.client import PubSub
 from websockets.asyncio.client import ClientConnection, connect
 
 from backend.bus import CHANNEL
 from backend.embedded import EmbeddedRedis, free_port
 from database import Json
+from tests.frames import unbatched
 from tests.support import (
     ADMIN_TOKEN,
     Node,
@@ -104,6 +108,48 @@ async def test_a_change_on_node_a_reaches_a_websocket_client_on_node_c(
         product = (await node.client.get("/products/LIVE-1")).json()
         assert (product["version"], product["available"], product["reserved"]) == (2, 7, 3)
     assert c.state["metrics"].changes.labels("bus", "applied")._value.get() >= 1
+
+
+async def test_an_orders_lines_travel_as_one_bus_message_and_reach_clients_in_one_frame(
+    nodes_factory: Callable[..., Awaitable[list[Node]]], redis_server: EmbeddedRedis
+) -> None:
+    a, b = await nodes_factory(redis_server.url, count=2)
+    skus = ["LINES-1", "LINES-2", "LINES-3"]
+    for sku in skus:
+        await create_product(a, sku, on_hand=10)
+    await converged([a, b], skus[-1], 1, within=5)
+
+    async with (
+        redis.Redis.from_url(redis_server.url) as client,
+        client.pubsub() as tap,
+        connect(b.ws_url) as everything,
+        connect(b.ws_url + "?skus=LINES-2") as filtered,
+    ):
+        await tap.subscribe(CHANNEL)
+        await next_message(everything, "snapshot")
+        await next_message(filtered, "snapshot")
+        items = [{"sku": sku, "quantity": 2} for sku in skus]
+        order = await a.client.post("/orders", json={"items": items})
+        assert order.status_code == 201, order.text
+
+        frame = json.loads(await asyncio.wait_for(everything.recv(), 5))
+        assert frame["type"] == "batch"
+        assert sorted(m["sku"] for m in frame["messages"]) == skus
+        assert {(m["type"], m["available"]) for m in frame["messages"]} == {("stock", 8)}
+        alone = json.loads(await asyncio.wait_for(filtered.recv(), 5))
+        assert (alone["type"], alone["sku"], alone["available"]) == ("stock", "LINES-2", 8)
+        published = json.loads(await next_published(tap))
+        assert sorted(change["sku"] for change in published["changes"]) == skus
+
+
+async def next_published(tap: PubSub) -> bytes:
+    """The data of the next message published on the channel."""
+    async with asyncio.timeout(5):
+        while True:
+            message = await tap.get_message(timeout=5)
+            if message is not None and message["type"] == "message":
+                data: bytes = message["data"]
+                return data
 
 
 async def test_a_client_follows_its_order_across_nodes(
@@ -239,6 +285,27 @@ async def test_a_skipped_version_makes_the_node_reread_that_product(
     assert "orderflow_gap_rereads_total 1.0" in metrics
 
 
+async def read_until(ws: ClientConnection, latest: dict[str, int]) -> None:
+    """Read until every SKU in `latest` has reached its version."""
+    seen: dict[str, int] = {}
+    async with asyncio.timeout(20):
+        while any(seen.get(sku) != version for sku, version in latest.items()):
+            for message in unbatched(json.loads(await ws.recv())):
+                if message["type"] == "stock":
+                    seen[message["sku"]] = message["version"]
+
+
+async def small_socket(url: str) -> socket.socket:
+    """A connected socket with a small receive buffer (which the kernel then does not
+    grow): a client that stops reading on it soon holds the node's sends back."""
+    parsed = urlsplit(url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (parsed.hostname, parsed.port))
+    return sock
+
+
 async def test_a_client_that_stops_reading_slows_nobody_and_ends_up_current(
     nodes_factory: Callable[..., Awaitable[list[Node]]], redis_server: EmbeddedRedis
 ) -> None:
@@ -248,42 +315,40 @@ async def test_a_client_that_stops_reading_slows_nobody_and_ends_up_current(
     rounds = 150
 
     async with (
-        connect(node.ws_url, max_queue=1) as slow,
+        connect(
+            node.ws_url, max_queue=1, sock=await small_socket(node.ws_url), compression=None
+        ) as slow,
         connect(node.ws_url, max_size=None) as fast,
     ):
         await next_message(slow, "snapshot")
         await next_message(fast, "snapshot")
         hub = node.state["hub"]
 
-        # Synthetic changes straight onto the bus, padded so they fill socket buffers.
+        # Synthetic changes straight onto the bus, padded so they fill socket buffers;
+        # then a few more bursts, which find the slow client's socket full.
         padding = "x" * 2000
-        async with (
-            redis.Redis.from_url(redis_server.url) as client,
-            client.pipeline(transaction=False) as pipe,
-        ):
-            for version in range(2, rounds + 2):
-                for sku in skus:
-                    pipe.publish(CHANNEL, sealed(synthetic(products[sku], version, padding)))
-            await pipe.execute()
-
-        latest: dict[str, int] = {}
-        async with asyncio.timeout(20):
-            while any(latest.get(sku) != rounds + 1 for sku in skus):
-                message = json.loads(await fast.recv())
-                if message["type"] == "stock":
-                    latest[message["sku"]] = message["version"]
+        last = rounds + 4
+        async with redis.Redis.from_url(redis_server.url) as client:
+            for versions in [range(2, rounds + 2), *([v] for v in range(rounds + 2, last + 1))]:
+                async with client.pipeline(transaction=False) as pipe:
+                    for version in versions:
+                        for sku in skus:
+                            text = sealed(synthetic(products[sku], version, padding))
+                            pipe.publish(CHANNEL, text)
+                    await pipe.execute()
+                await read_until(fast, dict.fromkeys(skus, versions[-1]))
 
         assert hub.coalesced > 0  # the slow client's stale updates were replaced, not queued
         assert all(box.pending <= len(skus) + 64 for box in hub.mailboxes)
 
         seen: dict[str, int] = {}
         async with asyncio.timeout(20):
-            while any(seen.get(sku) != rounds + 1 for sku in skus):
-                message = json.loads(await slow.recv())
-                if message["type"] == "stock":
-                    seen[message["sku"]] = message["version"]
-                elif message["type"] == "snapshot":
-                    seen |= {p["sku"]: p["version"] for p in message["products"]}
+            while any(seen.get(sku) != last for sku in skus):
+                for message in unbatched(json.loads(await slow.recv())):
+                    if message["type"] == "stock":
+                        seen[message["sku"]] = message["version"]
+                    elif message["type"] == "snapshot":
+                        seen |= {p["sku"]: p["version"] for p in message["products"]}
 
 
 async def test_heartbeats_and_a_lifetime_cap_with_a_reconnect_hint(

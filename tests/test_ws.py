@@ -22,6 +22,7 @@ from backend.embedded import EmbeddedRedis
 from backend.hub import MAX_CONTROL
 from backend.routers.live import BURST, MAX_MESSAGE_CHARS
 from database import Json
+from tests.frames import unbatched
 from tests.support import Node, eventually, node_settings, run_node, sealed, synthetic
 
 NodeFactory = Callable[..., Awaitable[Node]]
@@ -98,11 +99,11 @@ async def read_until(ws: ClientConnection, latest: dict[str, int]) -> None:
     seen: dict[str, int] = {}
     async with asyncio.timeout(30):
         while any(seen.get(sku) != version for sku, version in latest.items()):
-            message = json.loads(await ws.recv())
-            if message["type"] == "stock":
-                seen[message["sku"]] = message["version"]
-            elif message["type"] == "snapshot":
-                seen |= {p["sku"]: p["version"] for p in message["products"]}
+            for message in unbatched(json.loads(await ws.recv())):
+                if message["type"] == "stock":
+                    seen[message["sku"]] = message["version"]
+                elif message["type"] == "snapshot":
+                    seen |= {p["sku"]: p["version"] for p in message["products"]}
 
 
 async def test_a_binary_frame_gets_an_error_and_a_1003_close(
@@ -202,11 +203,10 @@ async def test_hundreds_of_clients_that_never_read_slow_nobody(
     base = node.ws_url
 
     async with (
-        silent_clients(
-            # 300 clients that never read: most on the calm SKUs, three on one SKU whose
-            # changes are big enough to fill their sockets: those are truly stuck.
-            [f"{base}?skus={','.join(skus)}"] * 297 + [f"{base}?skus=HEAVY"] * 3
-        ),
+        # 300 clients that never read: most on the calm SKUs, three on one SKU whose
+        # changes are big enough to fill their sockets: those are truly stuck.
+        silent_clients([f"{base}?skus={','.join(skus)}"] * 297),
+        stuck_clients([f"{base}?skus=HEAVY"] * 3),
         connect(base, max_size=None) as fast,
     ):
         await next_message(fast, "snapshot")
@@ -219,10 +219,11 @@ async def test_hundreds_of_clients_that_never_read_slow_nobody(
         messages = [
             bus_message(products[sku], version) for version in range(2, rounds + 2) for sku in skus
         ]
-        messages += [bus_message(products["HEAVY"], v, padding=200_000) for v in range(2, 42)]
         await publish(redis_server.url, messages)
-
-        await read_until(fast, {**dict.fromkeys(skus, rounds + 1), "HEAVY": 41})
+        await read_until(fast, dict.fromkeys(skus, rounds + 1))
+        for version in range(2, 42):  # one burst each: the stuck fall behind, and coalesce
+            await publish(redis_server.url, [bus_message(products["HEAVY"], version, 200_000)])
+            await read_until(fast, {"HEAVY": version})
 
         assert sum(box.coalesced for box in stuck) > 0
         await eventually(

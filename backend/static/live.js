@@ -5,7 +5,9 @@
 //
 // Events: "status" {state: connecting|live|reconnecting|offline, attempt},
 // "message" {message} for every server message except ping/pong and the
-// answer to `auth`, which is "auth" {principal} or "auth" {error}.
+// answer to `auth`, which is "auth" {principal} or "auth" {error}. A `batch`
+// (changes the node applied together, in one frame) is handed on as its
+// messages, one "message" event each, in order.
 
 const BASE_DELAY_MS = 400;
 const MAX_DELAY_MS = 5000;
@@ -108,6 +110,15 @@ export class LiveClient extends EventTarget {
     } catch {
       return;
     }
+    if (message?.type === "batch" && Array.isArray(message.messages)) {
+      for (const one of message.messages) this.handle(socket, one);
+    } else {
+      this.handle(socket, message);
+    }
+  }
+
+  handle(socket, message) {
+    if (socket !== this.socket) return; // an earlier message of the batch left it
     switch (message?.type) {
       case "ping":
       case "pong":
