@@ -19,7 +19,16 @@ import httpx
 from postgrest.exceptions import APIError
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
-from backend.documents import ChangeHistory, ChangePage, Json, Order, Product, Snapshot, Written
+from backend.documents import (
+    ChangeHistory,
+    ChangePage,
+    Json,
+    Order,
+    OrderRequest,
+    Product,
+    Snapshot,
+    Written,
+)
 from backend.errors import AppError, from_database, unavailable
 
 
@@ -154,6 +163,25 @@ class Database(ABC):
             ),
         )
 
+    async def place_orders(
+        self,
+        orders: Sequence[OrderRequest],
+        node: str,
+        hold_seconds: int,
+        fee_bps: int,
+        max_lines: int,
+    ) -> list[Written | AppError]:
+        """Orders in one transaction, in order; each answers its result or its own error."""
+        results: list[Json] = await self.call(
+            "place_orders",
+            orders=list(orders),
+            node=node,
+            hold_seconds=hold_seconds,
+            fee_bps=fee_bps,
+            max_lines=max_lines,
+        )
+        return [_outcome(result) for result in results]
+
     async def confirm_order(self, order_id: UUID, node: str) -> Written:
         return cast(
             Written, await self._document("confirm_order", order_id=str(order_id), node=node)
@@ -229,6 +257,14 @@ class Database(ABC):
 
     async def authenticate_api_key(self, public_id: str, key_hash: str) -> Json:
         return await self._document("authenticate_api_key", public_id=public_id, key_hash=key_hash)
+
+
+def _outcome(result: Json) -> Written | AppError:
+    """One element of place_orders' answer: the order, or the error the order alone met."""
+    error = result.get("error")
+    if error is None:
+        return cast(Written, result)
+    return AppError(error["status"], error["code"], error["message"], error["details"])
 
 
 def _given(**arguments: Any) -> dict[str, Any]:

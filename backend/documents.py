@@ -106,3 +106,12 @@ class Written(TypedDict):
     order: NotRequired[Order]
     replayed: NotRequired[bool]
     expired: NotRequired[list[str]]
+
+
+class OrderRequest(TypedDict):
+    """One order of a batch: `caller` owns the idempotency key (None: anonymous)."""
+
+    items: list[Json]
+    customer_id: str | None
+    idempotency_key: str | None
+    caller: str | None

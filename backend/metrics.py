@@ -16,6 +16,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from backend.batches import BatchStats
 from backend.bus import RedisBus
 from backend.cache import Outcome
 from backend.documents import Change
@@ -52,17 +53,19 @@ class Metrics:
     def watch(
         self,
         counts: Counter[str],
+        batches: BatchStats,
         sync: Sync,
         bus: RedisBus | None,
         hub: Hub,
         supervisor: Supervisor,
     ) -> None:
-        self.registry.register(_Readings(counts, sync, bus, hub, supervisor))
+        self.registry.register(_Readings(counts, batches, sync, bus, hub, supervisor))
 
 
 @dataclass(eq=False)  # the registry keys collectors by identity
 class _Readings(Collector):
     _counts: Counter[str]
+    _batches: BatchStats
     _sync: Sync
     _bus: RedisBus | None
     _hub: Hub
@@ -80,6 +83,16 @@ class _Readings(Collector):
             (orders if kind == "order" else stock).add_metric([label], value)
         yield orders
         yield stock
+        yield CounterMetricFamily(
+            "orderflow_order_batches",
+            "Calls that placed a batch of orders (group commit)",
+            value=self._batches.calls,
+        )
+        yield CounterMetricFamily(
+            "orderflow_order_batch_orders",
+            "Orders sent in those calls: divided by the calls, the mean batch size",
+            value=self._batches.requests,
+        )
         restarts = CounterMetricFamily(
             "orderflow_loop_restarts",
             "Times a background loop failed and was started again",

@@ -66,7 +66,14 @@ class Node:
         self.sync.on_resync(self.hub.resync_all)
         if self.bus is not None:
             self.store.publish = self.bus.publish
-        self.metrics.watch(self.store.counts, self.sync, self.bus, self.hub, self.supervisor)
+        self.metrics.watch(
+            self.store.counts,
+            self.store.orders.stats,
+            self.sync,
+            self.bus,
+            self.hub,
+            self.supervisor,
+        )
 
     @property
     def state(self) -> State:

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     hold_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
     fee_rate: float = Field(default=0.20, ge=0, le=1)
     max_order_lines: int = Field(default=100, ge=1, le=1000)
+    # Group commit: the orders that arrive while a call is in flight are placed
+    # together, at most this many per call, with at most this many calls at once.
+    order_batch_max: int = Field(default=50, ge=1, le=500)
+    order_batch_calls: int = Field(default=2, ge=1, le=64)
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     sweep_batch: int = Field(default=100, ge=1, le=10_000)
     catchup_interval_seconds: float = Field(default=0.5, gt=0)

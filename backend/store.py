@@ -3,14 +3,18 @@
 Routers call a `Store` method; it calls the SQL function, hands the committed
 changes to this node's `Sync` (the same code that applies other nodes'
 changes) and to the bus. A failed publish never fails the write: the other
-nodes' ledger catch-up delivers the change anyway.
+nodes' ledger catch-up delivers the change anyway. Orders go through group
+commit (`backend.batches`): the orders that arrive while a call is in flight
+are placed together in the next call of `place_orders`, and the changes of a
+whole batch are applied and published at once.
 """
 
 from collections import Counter
 from collections.abc import Callable, Sequence
 from uuid import UUID
 
-from backend.documents import Change, Json, Written
+from backend.batches import SHARED_FAILURES, Batcher
+from backend.documents import Change, Json, OrderRequest, Written
 from backend.errors import AppError
 from backend.settings import Settings
 from backend.sync import Sync
@@ -27,15 +31,20 @@ class Store:
         self._settings = settings
         self.publish: Publisher | None = None  # the bus, when the node has one
         self.counts: Counter[str] = Counter()  # "order:<outcome>", "stock:<reason>"
+        self.orders: Batcher[OrderRequest, Written] = Batcher(
+            self._place_batch, settings.order_batch_max, settings.order_batch_calls
+        )
 
     def _committed(self, result: Written) -> Written:
-        changes = result["changes"]
+        self._apply(result["changes"])
+        return result
+
+    def _apply(self, changes: list[Change]) -> None:
         if changes:
             self.counts.update(f"stock:{change['reason']}" for change in changes)
             self.sync.apply(changes, "local")
             if self.publish is not None:
                 self.publish(changes)
-        return result
 
     async def create_product(
         self, sku: str, name: str, price_cents: int, on_hand: int, low_stock_threshold: int
@@ -77,23 +86,37 @@ class Store:
         caller: str | None = None,
     ) -> Written:
         """`caller` owns the idempotency key: another caller's key is another order."""
+        request = OrderRequest(
+            items=list(items),
+            customer_id=customer_id,
+            idempotency_key=idempotency_key,
+            caller=caller,
+        )
+        return await self.orders.submit(request)
+
+    async def _place_batch(self, requests: Sequence[OrderRequest]) -> list[Written | AppError]:
         settings = self._settings
         try:
-            result = await self.db.place_order(
-                items,
-                customer_id,
-                idempotency_key,
+            outcomes = await self.db.place_orders(
+                requests,
                 self.node,
                 settings.hold_seconds,
                 settings.fee_bps,
                 settings.max_order_lines,
-                caller=caller,
             )
         except AppError as exc:
-            self.counts[f"order:{exc.code.lower()}"] += 1
+            if len(requests) == 1 or exc.code in SHARED_FAILURES:  # else placed one by one next
+                self.counts[f"order:{exc.code.lower()}"] += len(requests)
             raise
-        self.counts["order:replayed" if result["replayed"] else "order:placed"] += 1
-        return self._committed(result)
+        changes: list[Change] = []
+        for outcome in outcomes:
+            if isinstance(outcome, AppError):
+                self.counts[f"order:{outcome.code.lower()}"] += 1
+            else:
+                self.counts["order:replayed" if outcome["replayed"] else "order:placed"] += 1
+                changes.extend(outcome["changes"])
+        self._apply(changes)
+        return outcomes
 
     async def confirm_order(self, order_id: UUID) -> Written:
         return self._committed(await self.db.confirm_order(order_id, self.node))

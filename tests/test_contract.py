@@ -21,7 +21,7 @@ import pytest
 from pydantic import SecretStr
 
 from backend.app import open_database
-from backend.documents import Product, Written
+from backend.documents import OrderRequest, Product, Written
 from backend.embedded import free_port
 from backend.errors import AppError
 from backend.migrate import load_migrations
@@ -281,6 +281,72 @@ async def test_an_order_is_refused_whole(db: Database) -> None:
     too_many = db.place_order([{"sku": fine["sku"], "quantity": 1}] * 3, None, None, "t", 9, 0, 2)
     assert await refusal(too_many) == (422, "TOO_MANY_LINES", {"max_lines": 2})
     assert (await db.get_product(fine["sku"]))["reserved"] == 0
+
+
+async def test_place_orders_gives_each_order_of_a_batch_its_own_outcome(db: Database) -> None:
+    a, b = await make_product(db, on_hand=5), await make_product(db, on_hand=9)
+
+    def order(lines: list[tuple[str, int]], key: str | None = None) -> OrderRequest:
+        items: list[Json] = [{"sku": sku, "quantity": quantity} for sku, quantity in lines]
+        return OrderRequest(items=items, customer_id="c-1", idempotency_key=key, caller="user:u")
+
+    outcomes = await db.place_orders(
+        [
+            order([(a["sku"], 3), (b["sku"], 1)], key="k-1"),
+            order([(a["sku"], 3)]),  # the first left 2: this one alone fails
+            order([("GHOST", 1), (b["sku"], 1)]),
+            order([(a["sku"], 3), (b["sku"], 1)], key="k-1"),  # a retry of the first
+            order([(a["sku"], 1)], key="k-1"),  # the key with another request
+            order([]),
+            order([(a["sku"], 1), (a["sku"], 1), (b["sku"], 8)]),  # takes what is left
+        ],
+        "node-a",
+        900,
+        2000,
+        100,
+    )
+
+    first, short, unknown, retried, mismatch, empty, last = outcomes
+    assert not isinstance(first, AppError)
+    assert not isinstance(last, AppError)
+    assert not isinstance(retried, AppError)
+    assert first["replayed"] is False
+    assert first["order"]["total_cents"] == 4800
+    assert [(c["sku"], c["reserved"], c["version"]) for c in first["changes"]] == [
+        (a["sku"], 3, 2),
+        (b["sku"], 1, 2),
+    ]
+    assert (retried["order"], retried["changes"], retried["replayed"]) == (
+        first["order"],
+        [],
+        True,
+    )
+    errors = [
+        (e.status, e.code, e.details)
+        for e in (short, unknown, mismatch, empty)
+        if isinstance(e, AppError)
+    ]
+    assert errors == [
+        (409, "OUT_OF_STOCK", {"lines": [{"sku": a["sku"], "requested": 3, "available": 2}]}),
+        (422, "UNKNOWN_SKU", {"skus": ["GHOST"]}),
+        (409, "IDEMPOTENCY_MISMATCH", {"order_id": first["order"]["id"]}),
+        (422, "INVALID_INPUT", {}),
+    ]
+    assert [(i["sku"], i["quantity"]) for i in last["order"]["items"]] == [
+        (a["sku"], 1),
+        (a["sku"], 1),
+        (b["sku"], 8),
+    ]
+    assert [(c["sku"], c["delta_reserved"], c["version"]) for c in last["changes"]] == [
+        (a["sku"], 2, 3),
+        (b["sku"], 8, 3),
+    ]
+    assert await db.get_order(uuid.UUID(last["order"]["id"])) == last["order"]
+    for product, reserved in ((a, [5, 3, 0]), (b, [9, 1, 0])):  # the ledger, newest first
+        after = await db.get_product(product["sku"])
+        assert (after["reserved"], after["available"], after["version"]) == (reserved[0], 0, 3)
+        ledger = await db.list_stock_events(product["sku"], None, 10)
+        assert [e["reserved"] for e in ledger["items"]] == reserved
 
 
 async def blocked_by(database_url: str, session: asyncpg.Connection) -> None:
@@ -713,7 +779,7 @@ async def test_a_node_serves_the_same_api_in_either_mode(database_url: str, mode
         if api is not None:  # the node spoke to the Supabase API, and only to it
             called = {call.request.url.path.rsplit("/", 1)[-1] for call in api.calls}
             assert {"catalog_snapshot", "stock_events_since", "schema_versions"} <= called
-            assert {"create_product", "place_order", "get_order"} <= called
+            assert {"create_product", "place_orders", "get_order"} <= called
 
     direct = PostgresDatabase(database_url)  # what the node wrote is in Postgres
     await direct.connect()

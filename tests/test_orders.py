@@ -10,7 +10,7 @@ import pytest
 from backend.documents import Written
 from backend.errors import AppError
 from database import PostgresDatabase
-from tests.support import ledger_on_hand, make_product, node_settings, serve
+from tests.support import ledger_on_hand, make_product, node_settings, run_node, serve
 
 
 @pytest.fixture
@@ -236,3 +236,31 @@ async def test_an_order_placed_on_one_node_is_seen_on_another(database_url: str)
             await asyncio.sleep(0.05)
         assert product.json()["available"] == 5
         assert product.json()["version"] == 2
+
+
+async def test_a_node_groups_concurrent_orders_and_never_oversells(database_url: str) -> None:
+    async with run_node(node_settings(database_url, order_batch_calls=1)) as node:
+        body = {"sku": "BATCH", "name": "Batched", "price_cents": 100, "on_hand": 40}
+        assert (await node.client.post("/products", json=body)).status_code == 201
+
+        async def buy(n: int) -> tuple[int, str]:
+            response = await node.client.post(
+                "/orders",
+                json={"items": [{"sku": "BATCH", "quantity": 1}]},
+                headers={"Idempotency-Key": f"buy-{n}"},
+            )
+            return response.status_code, response.json().get("code", "")
+
+        outcomes = await asyncio.gather(*(buy(n) for n in range(120)))
+        again = await buy(0)  # a retry is answered from the first order or its refusal
+
+        assert sorted(set(outcomes)) == [(201, ""), (409, "OUT_OF_STOCK")]
+        assert outcomes.count((201, "")) == 40
+        assert again == outcomes[0]
+        stats = node.app.state.node.store.orders.stats
+        assert stats.largest > 1
+        metrics = (await node.client.get("/metrics")).text
+        assert f"orderflow_order_batches_total {float(stats.calls)}" in metrics
+        assert f"orderflow_order_batch_orders_total {float(stats.requests)}" in metrics
+        product = (await node.client.get("/products/BATCH")).json()
+        assert (product["reserved"], product["available"], product["version"]) == (40, 0, 41)

@@ -1,0 +1,110 @@
+"""Group commit: the requests that queue while a call is in flight go in the next call.
+
+An idle node sends a request at once (a batch of one); under load, each call
+carries whatever arrived during the previous one, up to `max_size`, so one
+transaction and one round trip serve many requests. At most `calls` batches
+are in flight at a time. Each request still gets its own outcome: the batch
+function answers one result or one `AppError` per request, in order.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from backend.errors import AppError
+
+log = logging.getLogger(__name__)
+
+Request = TypeVar("Request")
+Result = TypeVar("Result")
+
+BatchCall = Callable[[Sequence[Request]], Awaitable[Sequence[Result | AppError]]]
+
+
+@dataclass
+class BatchStats:
+    calls: int = 0
+    requests: int = 0
+    largest: int = 0
+    split: int = 0  # batches that failed as a whole and were placed one by one
+
+
+@dataclass
+class _Waiting(Generic[Request, Result]):
+    request: Request
+    answer: "asyncio.Future[Result]" = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+# A failure that says nothing of any one request: every request of the batch
+# gets it. Other failures of a whole batch (a deadlock broken, a value the
+# database refused) are retried one request per call, so only the request at
+# fault fails.
+SHARED_FAILURES = frozenset(
+    {"DATABASE_UNAVAILABLE", "DATABASE_TIMEOUT", "DATABASE_FORBIDDEN", "SCHEMA_OUT_OF_DATE"}
+)
+
+
+class Batcher(Generic[Request, Result]):
+    def __init__(self, call: BatchCall[Request, Result], max_size: int, calls: int) -> None:
+        self._call = call
+        self._max_size = max_size
+        self._calls = calls
+        self._queue: list[_Waiting[Request, Result]] = []
+        self._running: set[asyncio.Task[None]] = set()
+        self.stats = BatchStats()
+
+    async def submit(self, request: Request) -> Result:
+        """The request's own result; raises its own `AppError`."""
+        waiting: _Waiting[Request, Result] = _Waiting(request)
+        self._queue.append(waiting)
+        if len(self._running) < self._calls:
+            task = asyncio.create_task(self._send_queued())
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return await waiting.answer
+
+    async def _send_queued(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self._max_size], self._queue[self._max_size :]
+            # A request whose caller went away before it was sent is not placed.
+            batch = [waiting for waiting in batch if not waiting.answer.done()]
+            if batch:
+                await self._send(batch)
+
+    async def _send(self, batch: list[_Waiting[Request, Result]]) -> None:
+        self.stats.calls += 1
+        self.stats.requests += len(batch)
+        self.stats.largest = max(self.stats.largest, len(batch))
+        try:
+            outcomes = await self._call([waiting.request for waiting in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(batch)} requests")
+        except AppError as exc:
+            if len(batch) > 1 and exc.code not in SHARED_FAILURES:
+                self.stats.split += 1
+                log.warning("a batch of %d failed as a whole (%s): one by one", len(batch), exc)
+                for waiting in batch:
+                    await self._send([waiting])
+                return
+            outcomes = [exc] * len(batch)
+        except BaseException as exc:  # cancelled, or a bug: nobody may wait forever
+            for waiting in batch:
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(
+                        AppError(503, "DATABASE_UNAVAILABLE", "the order could not be placed")
+                    )
+            if isinstance(exc, Exception):
+                log.exception("a batch call failed")
+                return
+            raise
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            if waiting.answer.done():
+                continue
+            if isinstance(outcome, AppError):
+                waiting.answer.set_exception(outcome)
+            else:
+                waiting.answer.set_result(outcome)
