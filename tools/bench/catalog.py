@@ -13,6 +13,8 @@ import asyncpg
 GET_SKU = "GET-1"
 HOT_SKU = "HOT-1"
 MEMORY_SKU = "MEM-1"
+SELLOUT_SKU = "LAST-1"  # little stock, many buyers: every unit sold once, none twice
+SELLOUT_STOCK = 300
 SPREAD_FORMAT = "S%05d"  # the 10,000 SKUs orders spread over
 SPREAD_PREFIX = "S"
 BIG_STOCK = 1_000_000_000  # no run sells it out: throughput is measured, not a sell-out
@@ -67,6 +69,16 @@ async def ledger_since(conn: asyncpg.Connection, seq: int) -> dict[int, tuple[st
         "select seq, sku, version from public.stock_events where seq > $1 order by seq", seq
     )
     return {row["seq"]: (row["sku"], row["version"]) for row in rows}
+
+
+async def commit_times(conn: asyncpg.Connection, seq: int) -> dict[int, float]:
+    """seq -> when its transaction committed (epoch seconds), for changes after `seq`."""
+    rows = await conn.fetch(
+        "select seq, extract(epoch from pg_xact_commit_timestamp(xmin))::float8 as at"
+        " from public.stock_events where seq > $1",
+        seq,
+    )
+    return {row["seq"]: row["at"] for row in rows if row["at"] is not None}
 
 
 async def adjust_at_once(conn: asyncpg.Connection, skus: list[str]) -> list[dict[str, Any]]:

@@ -139,6 +139,15 @@ class Cluster:
         await asyncio.to_thread(self.postgres.start)
         conn = await asyncpg.connect(self.database_url)
         try:
+            # Commit times, for propagation measured from the commit itself: a change
+            # carries its transaction's start, which waits on locks and the WAL flush.
+            await conn.execute("alter system set track_commit_timestamp = on")
+        finally:
+            await conn.close()
+        await asyncio.to_thread(self.postgres.stop)
+        await asyncio.to_thread(self.postgres.start)
+        conn = await asyncpg.connect(self.database_url)
+        try:
             await migrate.migrate(conn)
         finally:
             await conn.close()

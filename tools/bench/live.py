@@ -8,8 +8,9 @@
   from the first change any client receives to the last one the last client
   receives; the bare server broadcasts the same 200 messages to 1,000 clients.
 - propagation: 100 clients per node on every node, an open-loop writer at a
-  sustained rate over the nodes; latency from each change's commit to each
-  client's receipt, and every change each client missed, by the ledger.
+  sustained rate over the nodes; latency from each change's commit (Postgres's
+  commit timestamp of its transaction) to each client's receipt, and every
+  change each client missed, by the ledger.
 """
 
 import asyncio
@@ -152,6 +153,7 @@ async def propagation(ctx: Context, nodes: list[Server], rate: float) -> dict[st
             ledger = await catalog.ledger_since(conn, start_seq)
             collected = await _wait_for(pool, len(ledger) * pool.count)
             usage = window.close(collected.cpu + written.pop("cpu"))
+            commits = await catalog.commit_times(conn, start_seq)
     finally:
         await conn.close()
     return {
@@ -160,17 +162,24 @@ async def propagation(ctx: Context, nodes: list[Server], rate: float) -> dict[st
         "writer": written,
         "ledger_changes": len(ledger),
         "usage": usage,
-        **_latencies(collected, {node.ws_url: node.name for node in nodes}),
+        **_latencies(collected, commits, {node.ws_url: node.name for node in nodes}),
         **_missed(collected, ledger),
     }
 
 
-def _latencies(collected: Collected, names: dict[str, str]) -> dict[str, Any]:
+def _latencies(
+    collected: Collected, commits: dict[int, float], names: dict[str, str]
+) -> dict[str, Any]:
     everything: list[float] = []
     by_node: dict[str, list[float]] = {}
     for client in collected.clients:
-        everything.extend(client["latencies"])
-        by_node.setdefault(names.get(client["url"], client["url"]), []).extend(client["latencies"])
+        mine = [
+            at - commits[seq]
+            for seq, at in zip(client["seqs"], client["received"], strict=True)
+            if seq in commits
+        ]
+        everything.extend(mine)
+        by_node.setdefault(names.get(client["url"], client["url"]), []).extend(mine)
     return {
         "receipts": len(everything),
         "p50": stats.percentile(everything, 50),

@@ -80,13 +80,16 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     if (r := results.get("hot")) is not None:
         levels = r["levels"]
         oversold = sum(level["check"]["oversold"] for level in levels)
+        oversold += r["sellout"]["oversold"]
         lost = sum(level["check"]["lost"] + level["check"]["unexplained"] for level in levels)
         found.append((
             "one hot SKU, " + " / ".join(str(lv["clients"]) for lv in levels)
             + f" clients over {r['nodes']} nodes",
             " / ".join(f"{lv['rate']:,.0f}" for lv in levels) + " orders/s; p99 "
             + " / ".join(ms(lv["p99"]) for lv in levels)
-            + f"; oversold {oversold}, unaccounted {lost}",
+            + f"; oversold {oversold}, unaccounted {lost}; sell-out of"
+            f" {r['sellout']['stock']}: {r['sellout']['acknowledged']} acknowledged,"
+            f" {r['sellout']['held_by_database']} held",
             f"pgbench place_order, {r['anchor']['clients']} clients: "
             f"{rate(r['anchor']['tps'], 'tps')}",
             " / ".join(times(lv["ratio"]) for lv in levels),

@@ -74,6 +74,7 @@ async def _small_catalog(cluster: Cluster) -> None:
         skus = [catalog.GET_SKU, catalog.HOT_SKU, catalog.MEMORY_SKU]
         skus += catalog.propagation_skus(50) + catalog.fanout_skus(live.FANOUT_MESSAGES)
         await catalog.create(conn, skus)
+        await catalog.create(conn, [catalog.SELLOUT_SKU], on_hand=catalog.SELLOUT_STOCK)
     finally:
         await conn.close()
 

@@ -6,11 +6,14 @@
   against the naive endpoint on copies of the tables.
 - hot SKU: one SKU, 16 / 64 / 256 clients over the nodes, then the database is
   asked whether every acknowledged order is there and nothing was oversold;
-  against pgbench calling `place_order` at the nodes' total pool size.
+  against pgbench calling `place_order` at the nodes' total pool size. Then a
+  SKU with little stock is bought out by 64 clients: exactly its stock is
+  acknowledged and held, every other order refused.
 
 Each returns a JSON-able dict of figures; latencies are in seconds.
 """
 
+import asyncio
 import json
 import math
 import uuid
@@ -27,6 +30,7 @@ from tools.bench.usage import Window
 
 CONNECTIONS = 64
 HOT_LEVELS = (16, 64, 256)
+SETTLE = 1.0  # seconds for orders in flight when wrk stopped to commit or fail
 SPREAD_COUNT = 10_000
 
 
@@ -158,13 +162,13 @@ async def hot_sku(ctx: Context, nodes: list[Server]) -> dict[str, Any]:
         conn = await ctx.cluster.connect()
         try:
             before = await catalog.stock(conn, catalog.HOT_SKU)
-            prefix = ctx.prefix()
-            script = wrk.orders_script(ctx.token, prefix, sku=catalog.HOT_SKU)
-            runs = [
-                wrk.Run(node.url, script, count, ctx.seconds)
+            runs = [  # keys unique per process: the same key from the same customer is a replay
+                wrk.Run(node.url, wrk.orders_script(ctx.token, ctx.prefix(), sku=catalog.HOT_SKU),
+                        count, ctx.seconds)
                 for node, count in zip(nodes, split(clients, len(nodes)), strict=False)
-            ]
+            ]  # fmt: skip
             result, window = await _load(runs, ctx.folder, servers)
+            await asyncio.sleep(SETTLE)
             after = await catalog.stock(conn, catalog.HOT_SKU)
         finally:
             await conn.close()
@@ -178,7 +182,32 @@ async def hot_sku(ctx: Context, nodes: list[Server]) -> dict[str, Any]:
     pgbench["cpu_pct"] = round(100 * pgbench.pop("cpu") / max(ctx.seconds, 1e-6), 1)
     for level in levels:
         level["ratio"] = _ratio(level["rate"], pgbench["tps"])
-    return {"nodes": len(nodes), "levels": levels, "anchor": pgbench}
+    sellout = await sell_out(ctx, nodes)
+    return {"nodes": len(nodes), "levels": levels, "anchor": pgbench, "sellout": sellout}
+
+
+async def sell_out(ctx: Context, nodes: list[Server], clients: int = 64) -> dict[str, Any]:
+    """More buyers than units: the units acknowledged are the units held, all of them."""
+    runs = [
+        wrk.Run(node.url, wrk.orders_script(ctx.token, ctx.prefix(), sku=catalog.SELLOUT_SKU),
+                count, min(ctx.seconds, 3.0))
+        for node, count in zip(nodes, split(clients, len(nodes)), strict=False)
+    ]  # fmt: skip
+    result = await wrk.run(runs, ctx.folder)
+    await asyncio.sleep(SETTLE)
+    conn = await ctx.cluster.connect()
+    try:
+        after = await catalog.stock(conn, catalog.SELLOUT_SKU)
+    finally:
+        await conn.close()
+    return {
+        "stock": after.on_hand,
+        "acknowledged": result.ok,
+        "refused": result.errors["status"],
+        "held_by_database": after.reserved,
+        "oversold": max(0, result.ok - after.on_hand, after.reserved - after.on_hand),
+        "ok": result.ok == after.reserved <= after.on_hand,
+    }
 
 
 def oversell_check(

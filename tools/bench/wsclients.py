@@ -2,9 +2,9 @@
 
 The clients are asyncio protocols over `frames`, a few microseconds per frame,
 so that hundreds of them in two processes cost less than the node feeding
-them. Each records every change it receives (its ledger seq, the time it
-arrived, commit-to-arrival latency from the change's `committed_at`) and the
-newest version it learned per SKU, from changes and snapshots alike. A
+them. Each records every change it receives (its ledger seq and the wall-clock
+time it arrived; the bench pairs it with the commit's time from Postgres) and
+the newest version it learned per SKU, from changes and snapshots alike. A
 `batch` message is unpacked into the messages it carries.
 
 The parent drives the processes over pipes: status, reset, collect, close.
@@ -18,7 +18,6 @@ import resource
 import time
 from array import array
 from dataclasses import dataclass, field
-from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +25,6 @@ from urllib.parse import urlsplit
 from tools.bench import BenchError, frames
 
 CONNECTS_AT_ONCE = 50  # handshakes in flight per process
-_committed: dict[int, float] = {}  # seq -> commit time, shared by the clients of a process
 
 
 def cpu_seconds() -> float:
@@ -34,20 +32,11 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def committed(seq: int, text: str) -> float:
-    found = _committed.get(seq)
-    if found is None:
-        if len(_committed) > 500_000:
-            _committed.clear()
-        found = _committed[seq] = datetime.fromisoformat(text).timestamp()
-    return found
-
-
 @dataclass
 class Record:
     url: str
     seqs: array = field(default_factory=lambda: array("q"))  # type: ignore[type-arg]
-    latencies: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
+    received: array = field(default_factory=lambda: array("d"))  # type: ignore[type-arg]
     first: float | None = None
     last: float | None = None
     latest: dict[str, int] = field(default_factory=dict)
@@ -57,9 +46,7 @@ class Record:
         seq = message.get("seq")
         if isinstance(seq, int):
             self.seqs.append(seq)
-            stamp = message.get("committed_at")
-            if isinstance(stamp, str):
-                self.latencies.append(now - committed(seq, stamp))
+            self.received.append(now)
         self.learn(message)
         if self.first is None:
             self.first = now
@@ -71,14 +58,14 @@ class Record:
             self.latest[sku] = version
 
     def reset(self) -> None:
-        self.seqs, self.latencies = array("q"), array("d")
+        self.seqs, self.received = array("q"), array("d")
         self.first = self.last = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "url": self.url,
             "seqs": self.seqs.tobytes(),
-            "latencies": self.latencies.tobytes(),
+            "received": self.received.tobytes(),
             "first": self.first,
             "last": self.last,
             "latest": self.latest,
@@ -304,7 +291,7 @@ class ClientPool:
         clients = [client for reply in replies for client in reply["clients"]]
         for client in clients:
             client["seqs"] = array("q", client["seqs"])
-            client["latencies"] = array("d", client["latencies"])
+            client["received"] = array("d", client["received"])
         return Collected(clients, sum(r["cpu"] for r in replies) - self._cpu_mark)
 
     async def close(self) -> None:
