@@ -20,6 +20,8 @@ from typing import Any
 import asyncpg
 import httpx
 
+from backend.credentials import CredentialsError
+from backend.embedded import EmbeddedServerError
 from tools.bench import BenchError, catalog, live, scenarios, wrk
 from tools.bench.cluster import Cluster, Server
 from tools.bench.report import machine
@@ -56,7 +58,7 @@ async def run(options: Options) -> dict[str, Any]:
         os.chmod(folder, 0o755)  # Postgres runs as its own account when we are root
         cluster = Cluster(folder, pool=options.pool)
         try:
-            await cluster.start()
+            await _start(cluster)
             ctx = Context(cluster, folder, options.seconds, cluster.customer_token())
             await _small_catalog(cluster)
             await _first_phase(ctx, options, results)
@@ -66,6 +68,13 @@ async def run(options: Options) -> dict[str, Any]:
             await asyncio.to_thread(cluster.close)
     results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return results
+
+
+async def _start(cluster: Cluster) -> None:
+    try:
+        await cluster.start()
+    except (EmbeddedServerError, CredentialsError, *_FAILURES) as exc:
+        raise BenchError(f"could not start the cluster: {type(exc).__name__}: {exc}") from exc
 
 
 async def _small_catalog(cluster: Cluster) -> None:
