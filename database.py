@@ -24,6 +24,7 @@ from backend.documents import (
     ChangePage,
     Json,
     Order,
+    OrderEvent,
     OrderRequest,
     Product,
     Snapshot,
@@ -146,6 +147,7 @@ class Database(ABC):
         max_lines: int,
         *,
         caller: str | None = None,
+        payment_method: str | None = None,
     ) -> Written:
         """`caller` scopes the idempotency key (None: the anonymous caller's)."""
         return cast(
@@ -159,7 +161,7 @@ class Database(ABC):
                 hold_seconds=hold_seconds,
                 fee_bps=fee_bps,
                 max_lines=max_lines,
-                **_given(caller=caller),
+                **_given(caller=caller, payment_method=payment_method),
             ),
         )
 
@@ -188,13 +190,21 @@ class Database(ABC):
         )
 
     async def cancel_order(
-        self, order_id: UUID, node: str, *, customer_id: str | None = None
+        self,
+        order_id: UUID,
+        node: str,
+        *,
+        customer_id: str | None = None,
+        reason: str | None = None,
     ) -> Written:
         """With `customer_id`, another customer's order is NOT_FOUND, like a missing one."""
         return cast(
             Written,
             await self._document(
-                "cancel_order", order_id=str(order_id), node=node, **_given(customer_id=customer_id)
+                "cancel_order",
+                order_id=str(order_id),
+                node=node,
+                **_given(customer_id=customer_id, reason=reason),
             ),
         )
 
@@ -216,6 +226,183 @@ class Database(ABC):
         return await self._document(
             "list_orders", customer_id=customer_id, status=status, limit=limit, cursor=cursor
         )
+
+    # Lifecycle: payment, refunds, customers, the outbox and its consumers
+
+    async def record_payment(
+        self,
+        order_id: UUID,
+        outcome: str,
+        consumer: str,
+        event_id: UUID,
+        ref: str | None,
+        node: str,
+        detail: str | None = None,
+    ) -> Written:
+        """A payment's outcome, once per (consumer, event): `duplicate` says it was already."""
+        return cast(
+            Written,
+            await self._document(
+                "record_payment",
+                order_id=str(order_id),
+                outcome=outcome,
+                consumer=consumer,
+                event_id=str(event_id),
+                ref=ref,
+                node=node,
+                detail=detail,
+            ),
+        )
+
+    async def order_for_payment_ref(self, ref: str) -> Json | None:
+        found: Json | None = await self.call("order_for_payment_ref", ref=ref)
+        return found
+
+    async def refund_order(
+        self,
+        order_id: UUID,
+        items: Sequence[Json] | None,
+        restock: bool,
+        reason: str,
+        idempotency_key: str | None,
+        caller: str | None,
+        node: str,
+    ) -> Written:
+        return cast(
+            Written,
+            await self._document(
+                "refund_order",
+                order_id=str(order_id),
+                items=None if items is None else list(items),
+                restock=restock,
+                reason=reason,
+                idempotency_key=idempotency_key,
+                caller=caller,
+                node=node,
+            ),
+        )
+
+    async def upsert_customer(self, customer_id: str, email: str | None, name: str | None) -> Json:
+        return await self._document("upsert_customer", id=customer_id, email=email, name=name)
+
+    async def get_customer(self, customer_id: str) -> Json | None:
+        found: Json | None = await self.call("get_customer", id=customer_id)
+        return found
+
+    async def order_timeline(
+        self, order_id: UUID, *, customer_id: str | None = None
+    ) -> list[OrderEvent]:
+        """With `customer_id`, another customer's order is NOT_FOUND, like a missing one."""
+        timeline = await self._document(
+            "order_timeline", order_id=str(order_id), **_given(customer_id=customer_id)
+        )
+        return cast(list[OrderEvent], timeline["items"])
+
+    async def claim_outbox(self, holder: str, limit: int, lease_seconds: int) -> Json:
+        """{"leased": bool, "events": [...]}: the oldest unrelayed events, for the lease holder."""
+        return await self._document(
+            "claim_outbox", holder=holder, limit=limit, lease_seconds=lease_seconds
+        )
+
+    async def mark_relayed(self, holder: str, seqs: Sequence[int]) -> int:
+        marked = await self._document("mark_relayed", holder=holder, seqs=list(seqs))
+        return int(marked["relayed"])
+
+    async def claim_notification(
+        self, event_id: UUID, order_id: UUID, recipient: str | None, subject: str
+    ) -> Json:
+        return await self._document(
+            "claim_notification",
+            event_id=str(event_id),
+            order_id=str(order_id),
+            recipient=recipient,
+            subject=subject,
+        )
+
+    async def finish_notification(
+        self, event_id: UUID, status: str, receipt: str | None, node: str
+    ) -> bool:
+        finished = await self._document(
+            "finish_notification", event_id=str(event_id), status=status, receipt=receipt, node=node
+        )
+        return bool(finished["finished"])
+
+    async def add_dead_letter(
+        self,
+        consumer: str,
+        event_id: UUID | None,
+        stream_id: str,
+        payload: Json,
+        error: str,
+        attempts: int,
+    ) -> int:
+        added = await self._document(
+            "add_dead_letter",
+            consumer=consumer,
+            event_id=None if event_id is None else str(event_id),
+            stream_id=stream_id,
+            payload=payload,
+            error=error,
+            attempts=attempts,
+        )
+        return int(added["id"])
+
+    async def list_dead_letters(self, include_replayed: bool, limit: int) -> Json:
+        return await self._document(
+            "list_dead_letters", include_replayed=include_replayed, limit=limit
+        )
+
+    async def take_dead_letters(self, dead_letter_id: int | None) -> list[Json]:
+        """Marks them replayed and returns them, for the caller to put on the stream again."""
+        taken = await self._document("take_dead_letters", id=dead_letter_id)
+        return cast(list[Json], taken["items"])
+
+    async def create_webhook_endpoint(
+        self, url: str, event_types: Sequence[str], secret: str, description: str | None
+    ) -> Json:
+        return await self._document(
+            "create_webhook_endpoint",
+            url=url,
+            event_types=list(event_types),
+            secret=secret,
+            description=description,
+        )
+
+    async def list_webhook_endpoints(self) -> Json:
+        return await self._document("list_webhook_endpoints")
+
+    async def disable_webhook_endpoint(self, endpoint_id: UUID) -> Json:
+        return await self._document("disable_webhook_endpoint", id=str(endpoint_id))
+
+    async def webhook_deliveries_for(self, event_id: UUID, event_type: str) -> list[Json]:
+        """The event's pending deliveries (created once per endpoint), with url and secret."""
+        owed = await self._document(
+            "webhook_deliveries_for", event_id=str(event_id), type=event_type
+        )
+        return cast(list[Json], owed["items"])
+
+    async def record_webhook_attempt(
+        self, delivery_id: UUID, status: str, status_code: int | None, error: str | None
+    ) -> bool:
+        updated = await self._document(
+            "record_webhook_attempt",
+            delivery_id=str(delivery_id),
+            status=status,
+            status_code=status_code,
+            error=error,
+        )
+        return bool(updated["updated"])
+
+    async def list_webhook_deliveries(self, endpoint_id: UUID | None, limit: int) -> Json:
+        return await self._document(
+            "list_webhook_deliveries",
+            endpoint_id=None if endpoint_id is None else str(endpoint_id),
+            limit=limit,
+        )
+
+    async def lifecycle_stats(self) -> Json:
+        """{"outbox_pending", "outbox_oldest_seconds", "dead_letters"}."""
+        return await self._document("lifecycle_stats")
 
     # Ledger
 

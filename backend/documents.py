@@ -59,6 +59,19 @@ class OrderLine(TypedDict):
     quantity: int
     unit_price_cents: int
     line_total_cents: int
+    refunded_quantity: int
+
+
+class Refund(TypedDict):
+    id: str
+    order_id: str
+    items: list[Json]
+    restock: bool
+    reason: str
+    subtotal_cents: int
+    fee_cents: int
+    total_cents: int
+    created_at: str
 
 
 class Order(TypedDict):
@@ -73,6 +86,24 @@ class Order(TypedDict):
     expires_at: str
     created_at: str
     updated_at: str
+    payment_method: str | None
+    paid_cents: int
+    refunded_cents: int
+    cancel_reason: str | None
+    refunds: list[Refund]
+
+
+class OrderEvent(TypedDict):
+    """One row of the outbox: what happened to an order (or `stock.low` to a product)."""
+
+    event_id: str
+    seq: int
+    type: str
+    order_id: str | None
+    sku: str | None
+    at: str
+    node: str
+    body: Json
 
 
 class Snapshot(TypedDict):
@@ -104,7 +135,9 @@ class Written(TypedDict):
     changes: list[Change]
     product: NotRequired[Product]
     order: NotRequired[Order]
+    refund: NotRequired[Refund]
     replayed: NotRequired[bool]
+    duplicate: NotRequired[bool]
     expired: NotRequired[list[str]]
 
 
@@ -115,3 +148,4 @@ class OrderRequest(TypedDict):
     customer_id: str | None
     idempotency_key: str | None
     caller: str | None
+    payment_method: NotRequired[str | None]

@@ -65,7 +65,17 @@ Delta = Annotated[
 ]
 Version = Annotated[int, Field(strict=True, ge=1, le=MAX_SAFE_INTEGER), WholeNumber]
 AdjustReason = Literal["restock", "damage", "count", "return", "correction"]
-OrderStatus = Literal["pending", "confirmed", "cancelled", "expired"]
+OrderStatus = Literal[
+    "pending", "confirmed", "cancelled", "expired", "refunded", "partially_refunded"
+]
+PaymentMethod = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="How the customer pays: `test_ok`, `test_decline` or `test_flaky` with the"
+        " simulated provider; the provider's own method name (e.g. `card`) with webhooks.",
+    ),
+]
 
 
 class Body(BaseModel):
@@ -142,6 +152,7 @@ class OrderCreate(Body):
     # MAX_ORDER_LINES, which place_order enforces (TOO_MANY_LINES).
     items: list[OrderLine] = Field(min_length=1, max_length=1000)
     customer_id: CustomerId | None = None
+    payment_method: PaymentMethod | None = None
 
 
 class Product(BaseModel):
@@ -208,6 +219,37 @@ class OrderItem(BaseModel):
     quantity: int
     unit_price_cents: int
     line_total_cents: int
+    refunded_quantity: int = 0
+
+
+class RefundItem(BaseModel):
+    sku: str
+    quantity: int
+    unit_price_cents: int
+    amount_cents: int
+
+
+class Refund(BaseModel):
+    id: UUID
+    order_id: UUID
+    items: list[RefundItem]
+    restock: bool
+    reason: str
+    subtotal_cents: int
+    fee_cents: int
+    total_cents: int
+    created_at: datetime
+
+
+class RefundCreate(Body):
+    items: list[OrderLine] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="The units to refund; left out, everything not yet refunded.",
+    )
+    restock: bool = Field(default=False, description="Put the units back on hand (`return`).")
+    reason: str = Field(min_length=1, max_length=500, pattern=PRINTABLE)
 
 
 class Order(BaseModel):
@@ -222,6 +264,46 @@ class Order(BaseModel):
     expires_at: datetime
     created_at: datetime
     updated_at: datetime
+    payment_method: str | None = None
+    paid_cents: int = 0
+    refunded_cents: int = 0
+    cancel_reason: str | None = Field(
+        default=None, description="Why it was cancelled or expired: e.g. `payment_declined`."
+    )
+    refunds: list[Refund] = []
+
+
+class RefundResult(BaseModel):
+    refund: Refund
+    order: Order
+
+
+EventType = Literal[
+    "order.placed",
+    "payment.succeeded",
+    "payment.failed",
+    "order.confirmed",
+    "order.cancelled",
+    "order.expired",
+    "order.refunded",
+    "notification.sent",
+    "stock.low",
+]
+
+
+class OrderEvent(BaseModel):
+    event_id: UUID
+    seq: int
+    type: EventType
+    order_id: UUID | None
+    sku: str | None
+    at: datetime
+    node: str
+    body: dict[str, object]
+
+
+class OrderTimeline(BaseModel):
+    items: list[OrderEvent]
 
 
 class OrderPage(BaseModel):

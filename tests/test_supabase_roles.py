@@ -288,7 +288,8 @@ async def test_the_browser_roles_hold_only_select_on_orders_and_their_lines(
     )
     assert [tuple(row) for row in grants] == [
         ("authenticated", "order_items", "SELECT",
-         ["line", "order_id", "product_id", "quantity", "sku", "unit_price_cents"]),
+         ["line", "order_id", "product_id", "quantity", "refunded_quantity", "sku",
+          "unit_price_cents"]),
         ("authenticated", "orders", "SELECT", ORDER_COLUMNS),
     ]  # fmt: skip
     tables = await conn.fetch(
