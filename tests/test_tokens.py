@@ -779,3 +779,61 @@ async def test_an_invalid_jwks_url_is_a_refusal_too(
         assert await refusal(verifier, sign(claims(), ec_key, "ES256", "ec-1")) == (
             "the token's signing key is unknown; the signing keys could not be fetched"
         )
+
+
+# Verified tokens remembered: a repeated token is a lookup, never past its exp.
+
+
+async def test_a_remembered_token_is_refused_from_its_exp(make_verifier: MakeVerifier) -> None:
+    verifier = make_verifier(secret=SECRET, jwks_url=None, leeway=0)
+    exp = int(time.time()) + 2
+    token = sign(claims(exp=exp), SECRET, "HS256")
+    assert (await verifier.verify(token)).id == SUB
+    assert (await verifier.verify(token)).id == SUB
+    await asyncio.sleep(exp - time.time() + 0.05)  # the event awaited is the clock passing exp
+    assert await refusal(verifier, token) == "the token has expired"
+    assert await refusal(verifier, token) == "the token has expired"
+
+
+async def test_a_bad_token_is_refused_while_a_good_one_is_remembered(
+    make_verifier: MakeVerifier,
+) -> None:
+    verifier = make_verifier(secret=SECRET, jwks_url=None)
+    good = sign(claims(), SECRET, "HS256")
+    assert (await verifier.verify(good)).role == "customer"
+    header, payload, signature = good.split(".")
+    promoted = b64(json.dumps(claims(app_metadata={"role": "admin"})).encode())
+    other_signature = sign(claims(sub="someone-else"), SECRET, "HS256").rsplit(".", 1)[1]
+    for bad in (f"{header}.{promoted}.{signature}", f"{header}.{payload}.{other_signature}"):
+        for _ in range(2):
+            assert await refusal(verifier, bad) == "the token's signature does not verify"
+    assert (await verifier.verify(good)).role == "customer"
+
+
+async def test_each_token_is_remembered_as_the_user_it_names(make_verifier: MakeVerifier) -> None:
+    verifier = make_verifier(secret=SECRET, jwks_url=None)
+    tokens = {
+        ("u-1", "customer"): sign(claims(sub="u-1"), SECRET, "HS256"),
+        ("u-1", "admin"): sign(claims(sub="u-1", app_metadata={"role": "admin"}), SECRET, "HS256"),
+        ("u-2", "staff"): sign(claims(sub="u-2", app_metadata={"role": "staff"}), SECRET, "HS256"),
+    }
+    for _ in range(2):
+        for (sub, role), token in tokens.items():
+            principal = await verifier.verify(token)
+            assert (principal.id, principal.role) == (sub, role)
+            assert principal.scopes == ROLE_SCOPES.get(role, frozenset())
+
+
+async def test_a_refusal_is_not_remembered(
+    make_verifier: MakeVerifier,
+    jwks: JwksServer,
+    clock: Clock,
+    ec_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    jwks.keys = []
+    verifier = make_verifier()
+    token = sign(claims(), ec_key, "ES256", "ec-1")
+    assert await refusal(verifier, token) == "the token's signing key is unknown"
+    jwks.keys = [jwk(ec_key, "ec-1")]  # published after the first try
+    clock.advance(61)
+    assert (await verifier.verify(token)).id == SUB

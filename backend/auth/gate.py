@@ -4,6 +4,14 @@ One bearer scheme carries three kinds of credential, told apart by their
 shape: an API key (`ofk_...`, checked against its hash in Postgres, so a
 revoked key is refused at once on every node), a Supabase Auth JWT (verified
 here, no call to Supabase), or the metrics token. No credential is anonymous.
+
+What each costs per request follows from how each is revoked. An API key is
+looked up in Postgres on every request, never remembered by a node: revoking
+it must take effect on every node with the next request. A JWT cannot be
+revoked before its `exp` (Supabase signs it and forgets it), so the verifier
+remembers the user of each token it verified until that `exp`, and a signed-in
+client's reads cost a dictionary lookup, not a signature check
+(`backend.auth.tokens`).
 """
 
 import hmac
@@ -53,6 +61,8 @@ class Gate:
         return await self.bearer(token)
 
     async def bearer(self, token: str) -> Principal:
+        if (principal := self._verifier.remembered(token)) is not None:
+            return principal  # a JWT verified before: the common case, first
         if keys.is_api_key(token):
             return await keys.authenticate(self._db, token)
         if self._metrics_token and hmac.compare_digest(token.encode(), self._metrics_token):

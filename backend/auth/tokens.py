@@ -12,6 +12,17 @@ for an unknown `kid` to come along.
 Which algorithm verifies a token is decided by our configuration, never by the
 token: HS256 only with a configured secret, RS256 and ES256 only with a JWKS key
 of the matching type. That is what defeats `alg: none` and HS/RS confusion.
+
+A signed-in client sends the same token with every request for as long as it
+lives, and checking its signature costs far more than the read it authorises.
+So each verified token is remembered, by its exact text, with the user it
+names: the next request with it costs one dictionary lookup. Verifying depends
+on the token, the keys held and the time, and time changes the answer only
+once, at `exp`; so a remembered token is served until its `exp` and no longer
+(then it is verified again, leeway and all), and every fetch of the JWKS
+forgets them all, so a revoked key stops verifying as soon as it would
+without the memory. Refusals are never remembered. The memory is bounded:
+past `remember_at_most` tokens the oldest is forgotten first.
 """
 
 import asyncio
@@ -38,6 +49,7 @@ AUDIENCE = "authenticated"  # Supabase's audience for signed-in users
 MIN_SECRET_BYTES = 32  # what Supabase asks of a JWT secret, and RFC 7518's minimum for HS256
 MIN_RSA_BITS = 2048
 MAX_TOKEN_CHARS = 16_384  # far above a Supabase token; bounds the work a stranger can cause
+REMEMBER_AT_MOST = 8_192  # verified tokens held (a few MB at most)
 KEY_PAIR_ALGORITHMS = {"RSA": "RS256", "EC": "ES256"}  # a JWK's kty: the one alg we accept
 JWKS_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
@@ -81,6 +93,7 @@ class TokenVerifier:
         max_age: float = 600.0,
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        remember_at_most: int = REMEMBER_AT_MOST,
     ) -> None:
         self._secret = _hmac_secret(secret) if secret is not None else None
         self._jwks_url = jwks_url
@@ -98,11 +111,39 @@ class TokenVerifier:
         self._last_fetch_failed = False
         self._fetching = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
+        # Verified tokens, oldest first: their user, and whether a JWKS key signed them.
+        self._verified: dict[str, tuple[Principal, bool]] = {}
+        self._remember_at_most = remember_at_most
 
     async def verify(self, token: str) -> Principal:
         """The token's user, or `AppError(401, "UNAUTHENTICATED")` saying why not.
 
         With the keys in hand this does no I/O and never suspends."""
+        principal = self.remembered(token)
+        if principal is not None:
+            return principal
+        principal, by_key_pair = await self._verify(token)
+        if len(self._verified) >= self._remember_at_most:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (principal, by_key_pair)
+        return principal
+
+    def remembered(self, token: str) -> Principal | None:
+        """The user of `token` if it was verified before and has not expired since;
+        None says nothing about the token, only that it must be verified."""
+        held = self._verified.get(token)
+        if held is None:
+            return None
+        principal, by_key_pair = held
+        assert principal.expires_at is not None  # `exp` is a required claim
+        if time.time() >= principal.expires_at:
+            del self._verified[token]
+            return None
+        if by_key_pair:
+            self._refresh_if_stale()  # as verifying it would
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, bool]:
         header = _header(token)
         alg = header.get("alg")
         if alg == "HS256":
@@ -113,7 +154,7 @@ class TokenVerifier:
             key = await self._public_key(header.get("kid"), alg)
         else:
             raise refused("the token's algorithm is not accepted")
-        return _principal(self._claims(token, key, alg))
+        return _principal(self._claims(token, key, alg)), alg != "HS256"
 
     async def refresh(self) -> None:
         """Fetch the JWKS now, unless it was fetched less than `refetch_every` ago;
@@ -184,6 +225,7 @@ class TokenVerifier:
                 len(self._keys),
             )
             return
+        self._verified.clear()  # what the old keys verified, the new ones must verify again
         self._keys, self._loaded_at, self._last_fetch_failed = keys, self._tried_at, False
         log.info("auth: %d signing keys from %s", len(keys), url)
 
