@@ -17,6 +17,17 @@ _TOO_LARGE = 413
 _DRAIN_AT_MOST = 16 * 1024 * 1024
 
 
+def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bool]:
+    """The declared Content-Length, and whether a Transfer-Encoding streams the body."""
+    declared, streamed = None, False
+    for name, value in headers:
+        if name == b"content-length":
+            declared = value
+        elif name == b"transfer-encoding":
+            streamed = True
+    return declared, streamed
+
+
 async def _discard(receive: Receive) -> None:
     """Read and drop the rest of a body, up to `_DRAIN_AT_MOST` bytes."""
     read = 0
@@ -36,7 +47,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared, chunked = _framing(scope["headers"])
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             # Read what was sent (within reason) so the client gets to read the answer:
             # closing on unread bytes resets the connection under its feet.
@@ -44,6 +55,15 @@ class BodyLimit:
                 await _discard(receive)
             await self._refuse(send)
             return
+        if chunked:
+            await self._counted(scope, receive, send)
+        else:
+            # No more bytes than declared reach the app (none without a length): nothing
+            # to count, and no wrappers on the way of most requests.
+            await self.app(scope, receive, send)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A body of undeclared length: cut off as soon as it passes the limit."""
         seen = 0
         refused = False
 

@@ -1,9 +1,10 @@
 """JSON logs, one object a line, each with the node id and the request id."""
 
+import itertools
 import json
 import logging
+import os
 import sys
-import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -57,28 +58,57 @@ def configure(node_id: str, level: str) -> None:
     logging.getLogger("asyncpg.pool").addFilter(_OneLine())
 
 
+class RequestIds:
+    """Request ids unique across nodes and restarts, for the cost of a counter.
+
+    A random per-process prefix (64 bits) and a counter (64 bits), 32 hex digits
+    as a UUID's would be: a `uuid4` per request drew from the OS's randomness
+    every time for the same uniqueness."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._count = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
+
+
+MAX_REQUEST_ID = 128
+
+
+def given_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The client's `X-Request-ID`, if it is one we can log and echo safely."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            given = value.decode("latin-1")
+            return given if 0 < len(given) <= MAX_REQUEST_ID and given.isprintable() else None
+    return None
+
+
 class RequestIdMiddleware:
     """Takes `X-Request-ID` from the client or makes one, logs with it, echoes it back."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
-        token = request_id.set(rid)
+        rid = given_id(scope["headers"]) or self.ids.next()
+        header = (b"x-request-id", rid.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+                message.setdefault("headers", []).append(header)
             await send(message)
 
+        token = request_id.set(rid)
         try:
             # A socket's frames carry no headers: its `send` goes through untouched,
             # sparing a wrapper call per message per client.
-            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
+            await self.app(scope, receive, send_with_id if kind == "http" else send)
         finally:
             request_id.reset(token)
