@@ -4,15 +4,30 @@ Every committed change carries the product's whole resulting state and its
 version, so applying is a comparison, never arithmetic: a change is taken only
 if it is newer than what the cache holds. Newer means a higher (product id,
 version): a SKU deleted and created again is a new product with a higher id.
+
+Reads far outnumber changes, so each product is also kept as the JSON body the
+API answers with, encoded at its first read after a change and served as is
+until the next change.
 """
 
 import bisect
 from dataclasses import dataclass
 from enum import Enum
 
+from pydantic import TypeAdapter
+
+from backend import schemas
 from backend.documents import Change, Json, Product, Tombstone
 
-__all__ = ["Json", "Outcome", "StockCache", "product_from_change"]
+__all__ = ["Json", "Outcome", "StockCache", "encode_product", "product_from_change"]
+
+_PRODUCT = TypeAdapter(schemas.Product)
+_NEXT = TypeAdapter(str | None)
+
+
+def encode_product(product: Product) -> bytes:
+    """The body FastAPI would send for it as a `schemas.Product`: the same bytes."""
+    return _PRODUCT.dump_json(_PRODUCT.validate_python(product), by_alias=True)
 
 
 class Outcome(Enum):
@@ -47,12 +62,23 @@ class StockCache:
         self._products: dict[str, Product] = {}
         self._stamps: dict[str, _Stamp] = {}  # kept for deleted SKUs too
         self._skus: list[str] = []  # sorted live SKUs, for pages
+        self._bodies: dict[str, bytes] = {}  # encoded products, since their last change
 
     def __len__(self) -> int:
         return len(self._products)
 
     def get(self, sku: str) -> Product | None:
         return self._products.get(sku)
+
+    def body(self, sku: str) -> bytes | None:
+        """The product as the JSON body of `GET /products/{sku}`; None if there is none."""
+        body = self._bodies.get(sku)
+        if body is None:
+            product = self._products.get(sku)
+            if product is None:
+                return None
+            body = self._bodies[sku] = encode_product(product)
+        return body
 
     def version_of(self, sku: str) -> int | None:
         stamp = self._stamps.get(sku)
@@ -67,10 +93,26 @@ class StockCache:
         return int(change["version"]) - stamp.version
 
     def page(self, after: str | None, limit: int) -> tuple[list[Product], str | None]:
+        skus, next_sku = self._page(after, limit)
+        return [self._products[sku] for sku in skus], next_sku
+
+    def page_body(self, after: str | None, limit: int) -> bytes:
+        """`page` as the JSON body of `GET /products` (a `schemas.ProductPage`)."""
+        skus, next_sku = self._page(after, limit)
+        items = b",".join([self._body_of(sku) for sku in skus])
+        return b'{"items":[' + items + b'],"next":' + _NEXT.dump_json(next_sku) + b"}"
+
+    def _page(self, after: str | None, limit: int) -> tuple[list[str], str | None]:
+        """Up to `limit` live SKUs after `after`, and the last of them if more follow."""
         start = bisect.bisect_right(self._skus, after) if after is not None else 0
         skus = self._skus[start : start + limit]
         more = start + limit < len(self._skus)
-        return [self._products[sku] for sku in skus], (skus[-1] if more and skus else None)
+        return skus, (skus[-1] if more and skus else None)
+
+    def _body_of(self, sku: str) -> bytes:
+        body = self.body(sku)
+        assert body is not None  # a live SKU
+        return body
 
     def all(self) -> list[Product]:
         return [self._products[sku] for sku in self._skus]
@@ -133,7 +175,9 @@ class StockCache:
             bisect.insort(self._skus, sku)
         self._products[sku] = product
         self._stamps[sku] = stamp
+        self._bodies.pop(sku, None)
 
     def _remove(self, sku: str) -> None:
+        self._bodies.pop(sku, None)
         if self._products.pop(sku, None) is not None:
             del self._skus[bisect.bisect_left(self._skus, sku)]

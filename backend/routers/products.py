@@ -1,8 +1,14 @@
-"""The catalog and its stock. Reads come from this node's cache, writes from Postgres."""
+"""The catalog and its stock. Reads come from this node's cache, writes from Postgres.
+
+The catalog reads answer with the bytes the cache keeps encoded: FastAPI sends a
+returned `Response` as it is, so `response_model` documents the body without
+validating and encoding it again on every request. Most `GET /products/{sku}`
+are answered before they reach the route, with the same bytes: `backend.reads`.
+"""
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from backend import schemas
 from backend.deps import CacheDep, DatabaseDep, SettingsDep, StoreDep
@@ -24,9 +30,8 @@ async def list_products(
     cache: CacheDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
-    items, next_sku = cache.page(after, limit)
-    return {"items": items, "next": next_sku}
+) -> Response:
+    return _json(cache.page_body(after, limit))
 
 
 @router.get(
@@ -34,11 +39,15 @@ async def list_products(
     response_model=schemas.Product,
     responses=errors("NOT_FOUND", *REQUEST, *CACHE),
 )
-async def get_product(sku: SkuPath, cache: CacheDep) -> Product:
-    product = cache.get(sku)
-    if product is None:
+async def get_product(sku: SkuPath, cache: CacheDep) -> Response:
+    body = cache.body(sku)
+    if body is None:
         raise not_found(f"no product with sku {sku}", sku=sku)
-    return product
+    return _json(body)
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
 @router.post(
