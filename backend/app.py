@@ -15,6 +15,7 @@ from backend import handlers, logs, openapi, signals
 from backend.deps import authorize
 from backend.guards import BodyLimit, DashboardHeaders
 from backend.node import Node, State
+from backend.reads import CachedReads
 from backend.routers import health, keys, live, metrics, orders, products
 from backend.settings import Settings
 from database import Database, PostgresDatabase, SupabaseDatabase
@@ -77,7 +78,8 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[Depends(authorize)],  # every route's rule: backend.auth.policy
     )
     app.state.settings = settings
-    handlers.install(app)  # innermost: an unexpected error becomes the one error shape
+    app.add_middleware(CachedReads)  # innermost: in front of the route it answers for
+    handlers.install(app)  # next: an unexpected error becomes the one error shape
     app.add_middleware(DashboardHeaders, connect_to=[u for u in [settings.supabase_url] if u])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.origins:

@@ -52,7 +52,7 @@ async def authorize(connection: HTTPConnection) -> None:
     if connection.scope["type"] != "http":
         return  # /ws reads its token from its first message or the query: see routers.live
     method, route = connection.scope["method"], connection.scope.get("route")
-    path = getattr(route, "path", connection.url.path)
+    path = route.path if route is not None else connection.url.path
     rule = rule_for(method, path)
     if rule is OPEN:
         return

@@ -1,0 +1,73 @@
+"""The catalog's hottest read, `GET /products/{sku}`, answered before FastAPI routes it.
+
+A storefront asks for products far more often than for anything else, and the
+answer is bytes the cache holds already encoded. Most of what such a request
+costs is FastAPI's routing and dependency resolution around it: a few times
+what the answer itself costs. So this, the innermost layer, answers the plain
+case itself with the steps the route takes: the route's rule from
+`backend.auth.policy`, the same gate, the same cached bytes. Everything else
+goes on to the route, which has the last word: a SKU the route would refuse or
+not find, a node still loading, a caller the rule refuses. This layer only
+ever answers 200, with what the route would have sent; every layer in front of
+the route (request id, CORS, body limit, errors) is in front of it too.
+
+The route stays the API's description (OpenAPI, the error responses) and the
+answer to every other case; `tests/test_reads.py` holds the two to the same
+answers and the route to the dependencies this layer stands in for.
+"""
+
+import re
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from backend.auth.policy import rule_for
+from backend.errors import AppError
+from backend.node import Node
+from backend.schemas import SKU_PATTERN
+
+PREFIX = "/products/"
+ROUTE = "/products/{sku}"
+_SKU = re.compile(SKU_PATTERN)
+_RULE = rule_for("GET", ROUTE)
+_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+class CachedReads:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await self._cached(scope) if scope["type"] == "http" else None
+        if body is None:
+            await self.app(scope, receive, send)
+            return
+        headers = [(b"content-length", str(len(body)).encode()), _CONTENT_TYPE]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _cached(self, scope: Scope) -> bytes | None:
+        """The product's body, if this is a read the route would answer 200 with it."""
+        path: str = scope["path"]
+        if scope["method"] != "GET" or not path.startswith(PREFIX) or scope.get("root_path"):
+            return None
+        sku = path[len(PREFIX) :]
+        node: Node | None = scope.get("state", {}).get("node")
+        if node is None or not node.loaded or _SKU.fullmatch(sku) is None:
+            return None
+        body = node.cache.body(sku)
+        if body is None:
+            return None
+        try:
+            principal = await node.gate.principal(_authorization(scope["headers"]))
+            _RULE.check(principal, node.settings.public_catalog)
+        except AppError:
+            return None  # the route says why, in its own words
+        return body
+
+
+def _authorization(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The first Authorization header, as Starlette's `Headers.get` reads it."""
+    for name, value in headers:
+        if name == b"authorization":
+            return value.decode("latin-1")
+    return None
