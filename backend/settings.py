@@ -6,6 +6,7 @@ instance a node runs with; tests and the command-line tools make their own.
 
 import os
 import socket
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -66,6 +67,30 @@ class Settings(BaseSettings):
     order_batch_max: int = Field(default=50, ge=1, le=500)
     order_batch_calls: int = Field(default=2, ge=1, le=64)
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
+
+    # The order lifecycle: payment, receipts, webhooks, on a Redis Stream.
+    payment_provider: Literal["manual", "simulated", "webhook"] = "manual"
+    payment_delay_seconds: float = Field(default=0.5, ge=0, le=60)
+    payment_webhook_secret: SecretStr | None = None
+    payment_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    smtp_url: str | None = Field(default=None, description="smtp://host:port; None: no mail")
+    mail_from: str = "OrderFlow <orders@localhost>"
+    receipts_dir: str = ".data/receipts"
+    receipts_bucket: str = Field(default="receipts", min_length=3, max_length=63)
+    stream_maxlen: int = Field(default=100_000, ge=100)
+    relay_interval_seconds: float = Field(default=0.2, gt=0)
+    relay_batch: int = Field(default=200, ge=1, le=1000)
+    workers: str = Field(
+        default="payments,notifications,webhooks",
+        description="comma-separated consumers this node runs; empty: none",
+    )
+    worker_max_attempts: int = Field(default=5, ge=1, le=100)
+    worker_retry_base_seconds: float = Field(default=0.5, gt=0)
+    worker_claim_idle_seconds: float = Field(default=10.0, gt=0)
+    webhook_allow_http: bool = Field(
+        default=False, description="accept http:// webhook endpoints (development only)"
+    )
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     sweep_batch: int = Field(default=100, ge=1, le=10_000)
     catchup_interval_seconds: float = Field(default=0.5, gt=0)
     bus_outbox_size: int = Field(default=10_000, ge=1)
@@ -89,7 +114,7 @@ class Settings(BaseSettings):
                 "SUPABASE_URL must be the project's API URL (https://<ref>.supabase.co);"
                 " a Postgres connection string goes in DATABASE_URL"
             )
-        for name in ("bus_key", "supabase_jwt_secret", "metrics_token"):
+        for name in ("bus_key", "supabase_jwt_secret", "metrics_token", "payment_webhook_secret"):
             value = getattr(self, name)
             if value is not None and value.get_secret_value().startswith(("change-me", "your-")):
                 raise ValueError(f"{name.upper()} is still the placeholder from .env.example")
@@ -109,7 +134,13 @@ class Settings(BaseSettings):
                 " to seal its bus messages (make one with: python3 -c"
                 " 'import secrets; print(secrets.token_urlsafe(32))')"
             )
+        if self.payment_provider == "webhook" and self.payment_webhook_secret is None:
+            return "PAYMENT_PROVIDER=webhook needs PAYMENT_WEBHOOK_SECRET to check the calls"
         return None
+
+    @property
+    def worker_names(self) -> list[str]:
+        return [name.strip() for name in self.workers.split(",") if name.strip()]
 
     @property
     def jwks_url(self) -> str | None:
