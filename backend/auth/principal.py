@@ -19,12 +19,13 @@ SCOPES: dict[str, str] = {
     "orders:manage": "confirm and cancel any order; refunds",
     "ledger:read": "read the stock ledger",
     "keys:manage": "create, list and revoke API keys",
+    "events:manage": "register webhooks; list and replay dead letters",
     "metrics:read": "read /metrics",
 }
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "admin": frozenset(SCOPES),
-    "staff": frozenset(SCOPES) - {"keys:manage"},
+    "staff": frozenset(SCOPES) - {"keys:manage", "events:manage"},
 }
 
 

@@ -1129,6 +1129,13 @@ language sql stable security definer set search_path = '' as $$
     'dead_letters', (select count(*) from public.dead_letters where replayed_at is null))
 $$;
 
+-- API keys may carry the new scope (backend.auth.principal.SCOPES).
+create or replace function private.api_key_scopes() returns text[]
+language sql immutable set search_path = '' as $$
+  select array['catalog:write', 'events:manage', 'keys:manage', 'ledger:read', 'metrics:read',
+               'orders:manage', 'orders:read', 'orders:write']
+$$;
+
 -- Privileges, as 20261122000300_privileges.sql: only the nodes may call the
 -- API functions; helpers are nobody's but their owner's.
 do $$
