@@ -91,6 +91,7 @@ class Mailbox:
         "_burst",
         "_control",
         "_max_pending",
+        "_on_news",
         "_resnapshot",
         "_stock",
         "_waiter",
@@ -117,6 +118,7 @@ class Mailbox:
         self._control: list[str] = []
         self._resnapshot = False
         self._waiter: asyncio.Future[None] | None = None
+        self._on_news: Callable[[], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -187,14 +189,29 @@ class Mailbox:
         self._resnapshot = False
         self._wake()
 
+    @property
+    def has_news(self) -> bool:
+        return bool(self._resnapshot or self._burst or self._stock or self._control or self.closing)
+
+    def on_news(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` whenever news arrives, instead of waking a `take`: a client's
+        sender then runs only while there is something to send."""
+        self._on_news = callback
+        if self.has_news:
+            callback()
+
     async def take(self) -> tuple[bool, list[str]]:
         """Wait for news; return (send a fresh snapshot first?, frames to send)."""
-        while not (self._resnapshot or self._burst or self._stock or self._control or self.closing):
+        while not self.has_news:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+        return self.take_now()
+
+    def take_now(self) -> tuple[bool, list[str]]:
+        """What there is now: (send a fresh snapshot first?, frames to send)."""
         snapshot, self._resnapshot = self._resnapshot, False
         texts = self._control
         self._control = []
@@ -207,7 +224,9 @@ class Mailbox:
         return snapshot, texts
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
+        if self._on_news is not None:
+            self._on_news()
+        elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
 

@@ -15,8 +15,9 @@ order needs a caller who may read it. A connection ends when its token does
 (`reconnect`, reason `token_expired`). A browser's `Origin` must be the node's
 own or one of ALLOWED_ORIGINS.
 
-A connection costs one task that sends (the server's own), one that receives,
-two timers and a few objects, so that thousands of idle clients cost little. Input is
+A connection costs one task (the server's own, which receives), a second one
+only while there is news to send, two timers and a few objects, so that
+thousands of idle clients cost little. Input is
 untrusted: a bad message gets an `error`; binary data, an oversized message or
 a flood gets an `error` and a close (1003, 1009, 1008), logged once at info.
 A client whose socket takes nothing for two heartbeats is dropped.
@@ -190,10 +191,12 @@ async def _refuse(websocket: WebSocket, code: int, farewell: str) -> None:
 
 
 class _Conversation:
-    """One client: the server's task sends, a second one receives, two timers keep time."""
+    """One client in the server's own task, which receives; a sender task runs only
+    while the mailbox has news, so an idle client costs one task and a few timers."""
 
     __slots__ = (
         "beat",
+        "ended",
         "expiry",
         "gate",
         "gone",
@@ -204,6 +207,7 @@ class _Conversation:
         "max_follows",
         "principal",
         "refilled",
+        "sender",
         "sending_since",
         "stall",
         "tokens",
@@ -232,20 +236,22 @@ class _Conversation:
         self.lifetime = loop.call_later(
             settings.ws_max_lifetime_seconds, mailbox.finish, SERVICE_RESTART, _LIFETIME
         )
+        self.sender: asyncio.Task[None] | None = None  # while there is news to send
         self.sending_since: float | None = None  # while a send is under way
-        self.gone = False
+        self.gone = False  # the client hung up
+        self.ended = False  # the last message is sent: stop receiving
         self.stall: asyncio.Timeout | None = None
         self.tokens = float(BURST)
         self.refilled = loop.time()
         self._expire_with(principal)
 
     async def run(self) -> None:
-        receiver = asyncio.create_task(self._receive())
+        self.mailbox.on_news(self._news)
         try:
             async with asyncio.timeout(None) as self.stall:
-                await self._send()
+                await self._receive()
         except TimeoutError:
-            if not self.gone:
+            if not self.ended:
                 log.info(
                     "WebSocket client %s took nothing for too long: dropped", _who(self.websocket)
                 )
@@ -253,31 +259,53 @@ class _Conversation:
             pass
         finally:
             self.stall = None
+            self.ended = True
             self.beat.cancel()
             self.lifetime.cancel()
             if self.expiry is not None:
                 self.expiry.cancel()
-            receiver.cancel()
-            (outcome,) = await asyncio.gather(receiver, return_exceptions=True)
-        if isinstance(outcome, Exception) and not isinstance(outcome, _GONE):
-            log.error("WebSocket receiver failed", exc_info=outcome)
+            if (sender := self.sender) is not None:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+
+    def _news(self) -> None:
+        if self.sender is None and not (self.gone or self.ended):
+            self.sender = asyncio.get_running_loop().create_task(self._send())
 
     async def _send(self) -> None:
-        """Send whatever the mailbox holds, until it is closed."""
+        """Send whatever the mailbox holds; after the last message, end the conversation."""
         websocket, mailbox = self.websocket, self.mailbox
         loop = asyncio.get_running_loop()
-        while True:
-            snapshot, texts = await mailbox.take()
-            if snapshot:
-                texts.insert(0, self.hub.snapshot(mailbox))
-            for text in texts:
-                self.sending_since = loop.time()
-                await websocket.send_text(text)
-            self.sending_since = None
-            if mailbox.closing:
-                if mailbox.close_code is not None:
-                    await websocket.close(mailbox.close_code)
-                return
+        over = False
+        try:
+            while mailbox.has_news:
+                snapshot, texts = mailbox.take_now()
+                if snapshot:
+                    texts.insert(0, self.hub.snapshot(mailbox))
+                for text in texts:
+                    self.sending_since = loop.time()
+                    await websocket.send_text(text)
+                self.sending_since = None
+                if mailbox.closing:
+                    self.ended = over = True
+                    if mailbox.close_code is not None:
+                        await websocket.close(mailbox.close_code)
+                    break
+        except _GONE:
+            over = True
+        except Exception:
+            log.exception("WebSocket sender failed")
+            over = True
+        finally:
+            self.sender = None
+        if over:
+            self._stop()
+
+    def _stop(self) -> None:
+        """End the receiving task: the conversation is over."""
+        self.ended = True
+        if self.stall is not None:
+            self.stall.reschedule(asyncio.get_running_loop().time())
 
     def _beat(self) -> None:
         """Ping; or, if a send has been blocked for STALLED_BEATS heartbeats, give up."""
@@ -286,28 +314,22 @@ class _Conversation:
         since = self.sending_since
         if since is not None and now - since >= STALLED_BEATS * self.heartbeat:
             assert self.stall is not None
-            self.stall.reschedule(now)  # the blocked send ends in TimeoutError
+            self.stall.reschedule(now)  # the receiver ends in TimeoutError, the sender is cancelled
             return
         self.mailbox.say(PING)
         self.beat = loop.call_later(self.heartbeat, self._beat)
 
     async def _receive(self) -> None:
-        try:
-            while not self.mailbox.closing:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
+        """Read until the client hangs up (or the conversation ends); ignore what comes
+        after the last message."""
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                self.gone = True
+                self.mailbox.finish()
+                return
+            if not self.mailbox.closing:
                 await self._on_message(message.get("text"))
-        finally:
-            if not self.mailbox.closing:  # nothing else ended the conversation: the client did
-                self._hang_up()
-
-    def _hang_up(self) -> None:
-        """The client is gone: stop sending, even from the middle of a blocked send."""
-        self.gone = True
-        self.mailbox.finish()
-        if self.sending_since is not None and self.stall is not None:
-            self.stall.reschedule(asyncio.get_running_loop().time())
 
     async def _on_message(self, text: str | None) -> None:
         if text is None:
