@@ -42,7 +42,15 @@ def order(order_id: UUID, status: str = "pending") -> Order:
         "id": str(order_id),
         "status": status,
         "customer_id": None,
-        "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100, "line_total_cents": 100}],
+        "items": [
+            {
+                "sku": "A",
+                "quantity": 1,
+                "unit_price_cents": 100,
+                "line_total_cents": 100,
+                "refunded_quantity": 0,
+            }
+        ],
         "subtotal_cents": 100,
         "fee_cents": 20,
         "total_cents": 120,
@@ -50,6 +58,11 @@ def order(order_id: UUID, status: str = "pending") -> Order:
         "expires_at": "2026-01-01T00:15:00+00:00",
         "created_at": "2026-01-01T00:00:00+00:00",
         "updated_at": "2026-01-01T00:00:00+00:00",
+        "payment_method": None,
+        "paid_cents": 0,
+        "refunded_cents": 0,
+        "cancel_reason": None,
+        "refunds": [],
     }
 
 
