@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 from backend import handlers, logs, openapi, signals
 from backend.deps import authorize
 from backend.guards import BodyLimit, DashboardHeaders
+from backend.lanes import SocketLane
 from backend.node import Node, State
 from backend.reads import CachedReads
 from backend.routers import health, keys, live, metrics, orders, products
@@ -91,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["X-Request-ID", "Idempotent-Replayed", "Retry-After"],
             max_age=600,
         )
+    app.add_middleware(SocketLane, path="/ws", endpoint=live.live)  # sockets skip the rest
     app.add_middleware(logs.RequestIdMiddleware)  # outermost: every log line has the id
     routers = (products, orders, keys, live, health, metrics)
     for module in routers:
