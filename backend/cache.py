@@ -92,6 +92,15 @@ class StockCache:
             return int(change["version"])
         return int(change["version"]) - stamp.version
 
+    def early(self, change: Change) -> bool:
+        """Whether `change` skips versions of the product we hold (one came before it)."""
+        stamp = self._stamps.get(change["sku"])
+        return (
+            stamp is not None
+            and stamp.product_id == change["product_id"]
+            and change["version"] > stamp.version + 1
+        )
+
     def page(self, after: str | None, limit: int) -> tuple[list[Product], str | None]:
         skus, next_sku = self._page(after, limit)
         return [self._products[sku] for sku in skus], next_sku

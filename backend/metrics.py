@@ -118,6 +118,11 @@ class _Readings(Collector):
             value=self._sync.rereads,
         )
         yield CounterMetricFamily(
+            "orderflow_sync_held",
+            "Bus changes that arrived before an earlier version and waited for it",
+            value=self._sync.held,
+        )
+        yield CounterMetricFamily(
             "orderflow_bus_doubted",
             "Bus changes so far ahead of this node that the database was asked instead",
             value=self._sync.doubted,

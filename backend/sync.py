@@ -23,6 +23,12 @@ Listener = Callable[[Change, Outcome, str], None]
 # freeze a product at any figures.
 FAR_AHEAD = 1000
 
+# A change that arrives ahead of a version still on its way (two nodes
+# published one product's changes, and the later one came first) waits this
+# long for the missing one, so that clients get every version in order
+# rather than the later one and never the earlier.
+HOLD_SECONDS = 0.05
+
 
 class Sync:
     def __init__(self, db: Database, cache: StockCache, *, page_size: int = 1000) -> None:
@@ -38,6 +44,8 @@ class Sync:
         self._rereads: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reading = asyncio.Lock()  # one reader of the ledger at a time: one cursor
+        self._held: dict[str, list[tuple[Change, str]]] = {}  # early changes, by SKU
+        self.held = 0  # changes that arrived early and waited for the one before
 
     def listen(self, listener: Listener) -> None:
         """Call `listener(change, outcome, source)` for every change offered."""
@@ -58,11 +66,40 @@ class Sync:
                 self.doubted += 1
                 self._reread(change["sku"])
                 continue
-            outcome = self.cache.apply(change)
-            for listener in self._listeners:
-                listener(change, outcome, source)
-            if outcome is Outcome.GAP and source != "reread":
-                self._reread(change["sku"])
+            if source == "bus" and self.cache.early(change):  # a node's own writes show at once
+                self._hold(change, source)
+                continue
+            self._offer(change, source)
+
+    def _offer(self, change: Change, source: str) -> None:
+        outcome = self.cache.apply(change)
+        for listener in self._listeners:
+            listener(change, outcome, source)
+        if outcome is Outcome.GAP and source != "reread":
+            self._reread(change["sku"])
+        if self._held.get(change["sku"]):
+            self._release(change["sku"], expired=False)
+
+    def _hold(self, change: Change, source: str) -> None:
+        """Keep an early change until the versions before it arrive, or HOLD_SECONDS pass."""
+        sku = change["sku"]
+        waiting = self._held.setdefault(sku, [])
+        if not waiting:
+            asyncio.get_running_loop().call_later(HOLD_SECONDS, self._release, sku, True)
+        waiting.append((change, source))
+        waiting.sort(key=lambda held: (held[0]["product_id"], held[0]["version"]))
+        self.held += 1
+
+    def _release(self, sku: str, expired: bool) -> None:
+        """Offer the held changes that are next in line; all of them once the wait is over
+        (the first then skips versions, and a re-read fills in the latest state)."""
+        waiting = self._held.get(sku)
+        while waiting and (expired or not self.cache.early(waiting[0][0])):
+            change, source = waiting.pop(0)
+            self._offer(change, source)
+            waiting = self._held.get(sku)
+        if not waiting:
+            self._held.pop(sku, None)
 
     async def resync(self) -> None:
         """Reload the whole catalog, then catch up from the snapshot's cursor."""

@@ -64,7 +64,16 @@ def db() -> FakeDatabase:
 # Gaps
 
 
-async def test_a_skipped_version_triggers_exactly_one_reread(db: FakeDatabase) -> None:
+async def turns(count: int = 3) -> None:
+    """Let the event loop run what is due now (a hold of 0 s ends on the next turn)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_a_skipped_version_triggers_exactly_one_reread(
+    db: FakeDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("backend.sync.HOLD_SECONDS", 0)
     await create(db, "A")
     node = Node(db)
     await node.sync.resync()
@@ -74,6 +83,7 @@ async def test_a_skipped_version_triggers_exactly_one_reread(db: FakeDatabase) -
     node.sync.apply([v3], "bus")  # v2 is lost
     await gate.entered.wait()  # the re-read has read v5 and is on its way
     node.sync.apply([v5], "bus")  # v4 is lost too, while the re-read is in flight
+    await turns()
     gate.release.set()
     await node.reread.wait()
 
@@ -141,18 +151,51 @@ async def test_duplicates_and_older_changes_are_stale_from_every_source(db: Fake
     assert db.count("list_stock_events") == 0
 
 
-async def test_out_of_order_delivery_ends_at_the_latest_state(db: FakeDatabase) -> None:
+async def test_an_early_bus_change_waits_for_the_versions_before_it(db: FakeDatabase) -> None:
     await create(db, "A")
     node = Node(db)
     await node.sync.resync()
     v2, v3, v4 = [await adjust(db, "A", delta) for delta in (1, 2, 3)]
 
-    node.sync.apply([v4, v2, v3], "bus")
+    node.sync.apply([v4], "bus")  # two nodes published; the later change came first
+    assert node.held("A") == (1, 1)  # not shown yet: v2 and v3 are on their way
+    node.sync.apply([v2, v3], "bus")
 
-    assert node.outcomes("bus") == [Outcome.GAP, Outcome.STALE, Outcome.STALE]
+    offered = [(version, outcome) for _, _, version, outcome, _ in node.offers]
+    assert offered == [(2, Outcome.APPLIED), (3, Outcome.APPLIED), (4, Outcome.APPLIED)]
     assert node.cache.get("A")["on_hand"] == 16  # type: ignore[index]
-    await node.reread.wait()
+    assert (node.sync.held, node.sync.rereads) == (1, 0)
+    assert [v2["version"], v3["version"], v4["version"]] == [2, 3, 4]
+
+
+async def test_an_early_change_whose_predecessor_never_comes_is_shown_after_the_wait(
+    db: FakeDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("backend.sync.HOLD_SECONDS", 0.01)
+    await create(db, "A")
+    node = Node(db)
+    await node.sync.resync()
+    _, v3 = await adjust(db, "A", 1), await adjust(db, "A", 2)
+
+    node.sync.apply([v3], "bus")  # v2 is lost
+    assert node.outcomes("bus") == []
+    await node.reread.wait()  # the wait ended: v3 is shown and the product re-read
+
+    assert node.outcomes("bus") == [Outcome.GAP]
     assert node.outcomes("reread") == [Outcome.STALE]
+    assert node.held("A") == (1, 3)
+
+
+async def test_a_nodes_own_write_shows_at_once_even_ahead_of_the_bus(db: FakeDatabase) -> None:
+    await create(db, "A")
+    node = Node(db)
+    await node.sync.resync()
+    _, v3 = await adjust(db, "A", 1), await adjust(db, "A", 2)
+
+    node.sync.apply([v3], "local")
+
+    assert node.outcomes("local") == [Outcome.GAP]
+    assert node.held("A") == (1, 3)
 
 
 # Deleted and re-created SKUs
