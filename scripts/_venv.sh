@@ -1,7 +1,8 @@
 # Sourced by scripts/run, scripts/test and scripts/check: cd to the repo root and
 # make sure .venv exists and holds the given requirements files.
 #   ensure_venv NAME FILE...   installs FILE's requirements unless the sha256 of
-#                              all FILEs matches .venv/.NAME.sha256
+#                              all FILEs (and the files they include with -r)
+#                              matches .venv/.NAME.sha256
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,7 +37,25 @@ ensure_venv() {
         fi
     fi
     local stamp=".venv/.$name.sha256" digest
-    digest="$(cat "$@" | .venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
+    digest="$(.venv/bin/python - "$@" <<'PY'
+import hashlib, sys
+from pathlib import Path
+
+def read(path: Path, seen: set[Path]) -> bytes:
+    """The file and every file it includes with -r, so an edit to either reinstalls."""
+    if path in seen:
+        return b""
+    seen.add(path)
+    data = path.read_bytes()
+    for line in data.decode().splitlines():
+        if line.startswith("-r "):
+            data += read(path.parent / line[3:].strip(), seen)
+    return data
+
+seen: set[Path] = set()
+print(hashlib.sha256(b"".join(read(Path(name), seen) for name in sys.argv[1:])).hexdigest())
+PY
+)"
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$digest" ]]; then
         return 0
     fi
