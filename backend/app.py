@@ -62,6 +62,7 @@ def open_database(settings: Settings) -> Database:
 def create_app(settings: Settings) -> FastAPI:
     if problem := settings.node_problem():
         raise RuntimeError(problem)
+    _warn_about_the_key(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
@@ -101,6 +102,20 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_api_route("/", _dashboard, include_in_schema=False)
     openapi.install(app, settings)
     return app
+
+
+def _warn_about_the_key(settings: Settings) -> None:
+    """A node needs the service role; with the anon key every database call is refused,
+    which looks like a broken database unless said at start-up (the key is never shown)."""
+    role = settings.supabase_key_role
+    if settings.supabase_url and role is not None and role != "service_role":
+        log.warning(
+            "the Supabase key (SUPABASE_SERVICE_ROLE_KEY or SUPABASE_KEY) has the role %r:"
+            " a node needs the project's service_role key, and the database functions"
+            " refuse %s",
+            role,
+            role,
+        )
 
 
 async def _dashboard() -> FileResponse:

@@ -4,12 +4,15 @@ Nothing is read at import: `backend.main` (what uvicorn loads) builds the one
 instance a node runs with; tests and the command-line tools make their own.
 """
 
+import base64
+import binascii
+import json
 import os
 import socket
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,7 +38,11 @@ class Settings(BaseSettings):
     # With both set, SUPABASE_URL wins: nodes use the API and ignore DATABASE_URL
     # (which may still serve, say, to apply the migrations directly).
     supabase_url: str | None = None
-    supabase_service_role_key: SecretStr | None = None
+    # SUPABASE_KEY is the name seed-style .env files give the same server key.
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("supabase_service_role_key", "supabase_key"),
+    )
     supabase_timeout: float = Field(default=10.0, gt=0)
 
     # Who may call: Supabase Auth JWTs (the legacy HS256 secret and/or the
@@ -106,9 +113,13 @@ class Settings(BaseSettings):
     def _check_modes(self) -> "Settings":
         if self.supabase_url and not self.supabase_service_role_key and not self.database_url:
             # With DATABASE_URL, SUPABASE_URL alone names the project to sign in against.
-            raise ValueError("SUPABASE_URL is set but SUPABASE_SERVICE_ROLE_KEY is not")
+            raise ValueError(
+                "SUPABASE_URL is set but SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_KEY) is not"
+            )
         if self.supabase_service_role_key and not self.supabase_url:
-            raise ValueError("SUPABASE_SERVICE_ROLE_KEY is set but SUPABASE_URL is not")
+            raise ValueError(
+                "SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_KEY) is set but SUPABASE_URL is not"
+            )
         if self.supabase_url and urlsplit(self.supabase_url).scheme not in ("http", "https"):
             raise ValueError(
                 "SUPABASE_URL must be the project's API URL (https://<ref>.supabase.co);"
@@ -137,6 +148,14 @@ class Settings(BaseSettings):
         if self.payment_provider == "webhook" and self.payment_webhook_secret is None:
             return "PAYMENT_PROVIDER=webhook needs PAYMENT_WEBHOOK_SECRET to check the calls"
         return None
+
+    @property
+    def supabase_key_role(self) -> str | None:
+        """The role the server key claims (`service_role`, `anon`...), read from its JWT
+        payload without checking the signature: only to warn about a wrong key."""
+        if self.supabase_service_role_key is None:
+            return None
+        return key_role(self.supabase_service_role_key.get_secret_value())
 
     @property
     def worker_names(self) -> list[str]:
@@ -173,3 +192,20 @@ class Settings(BaseSettings):
             return self.db_statement_cache_size
         url = self.database_url.get_secret_value() if self.database_url else ""
         return 0 if urlsplit(url).port == 6543 else 100
+
+
+def key_role(key: str) -> str | None:
+    """The `role` claim of a Supabase API key: a JWT (legacy keys) or an `sb_` key."""
+    if key.startswith("sb_publishable_"):
+        return "anon"
+    if key.startswith("sb_secret_"):
+        return "service_role"
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    role = payload.get("role") if isinstance(payload, dict) else None
+    return role if isinstance(role, str) else None

@@ -1,13 +1,16 @@
-"""Every setting is documented in .env.example, and a half-set mode is refused."""
+"""Every setting is documented in .env.example, a half-set mode is refused, and a
+wrong Supabase key is named at start-up."""
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from pydantic import ValidationError
 
 from backend.app import create_app
-from backend.settings import Settings
+from backend.settings import Settings, key_role
 
 ENV_EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
 
@@ -51,3 +54,61 @@ def test_a_placeholder_secret_is_refused() -> None:
         Settings(_env_file=None, bus_key="change-me-to-a-long-random-string")
     assert "placeholder" in str(refused.value)
     assert "change-me-to" not in str(refused.value)
+
+
+def _supabase_key(role: str) -> str:
+    return jwt.encode({"iss": "supabase", "ref": "example", "role": role}, "k" * 32, "HS256")
+
+
+def test_supabase_key_is_the_server_key_under_its_seed_file_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SUPABASE_SERVICE_ROLE_KEY", raising=False)
+    monkeypatch.setenv("SUPABASE_URL", "https://example.supabase.co")
+    monkeypatch.setenv("SUPABASE_KEY", _supabase_key("service_role"))
+    settings = Settings(_env_file=None)
+    assert settings.supabase_service_role_key is not None
+    assert settings.supabase_key_role == "service_role"
+    # Both set: the explicit name wins.
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", _supabase_key("anon"))
+    assert Settings(_env_file=None).supabase_key_role == "anon"
+
+
+@pytest.mark.parametrize(
+    ("key", "role"),
+    [
+        (_supabase_key("anon"), "anon"),
+        (_supabase_key("service_role"), "service_role"),
+        ("sb_publishable_abc123", "anon"),
+        ("sb_secret_abc123", "service_role"),
+        ("not-a-jwt", None),
+        ("a.%%%.c", None),
+    ],
+)
+def test_the_key_role_is_read_from_the_key(key: str, role: str | None) -> None:
+    assert key_role(key) == role
+
+
+def test_an_anon_key_is_named_at_start_up_without_showing_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    anon = _supabase_key("anon")
+    settings = Settings(
+        _env_file=None, supabase_url="https://example.supabase.co", supabase_key=anon
+    )
+    with caplog.at_level(logging.WARNING, logger="backend.app"):
+        create_app(settings)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("'anon'" in text and "service_role" in text for text in warnings), warnings
+    assert all(anon not in text for text in caplog.messages)
+
+
+def test_a_service_role_key_starts_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(
+        _env_file=None,
+        supabase_url="https://example.supabase.co",
+        supabase_key=_supabase_key("service_role"),
+    )
+    with caplog.at_level(logging.WARNING, logger="backend.app"):
+        create_app(settings)
+    assert [r for r in caplog.records if r.name == "backend.app"] == []
