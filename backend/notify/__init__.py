@@ -1,0 +1,1 @@
+"""After an order changes: its receipt, rendered, stored and mailed once per event."""
