@@ -17,7 +17,7 @@ from backend.guards import BodyLimit, DashboardHeaders
 from backend.lanes import SocketLane
 from backend.node import Node, State
 from backend.reads import CachedReads
-from backend.routers import health, keys, live, metrics, orders, products
+from backend.routers import health, keys, live, metrics, orders, payments, products, refunds
 from backend.settings import Settings
 from database import Database, PostgresDatabase, SupabaseDatabase
 
@@ -95,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
     app.add_middleware(SocketLane, path="/ws", endpoint=live.live)  # sockets skip the rest
     app.add_middleware(logs.RequestIdMiddleware)  # outermost: every log line has the id
-    routers = (products, orders, keys, live, health, metrics)
+    routers = (products, orders, refunds, payments, keys, live, health, metrics)
     for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -320,8 +320,10 @@ class ErrorBody(BaseModel):
 # Every machine code the API answers with, and its status.
 ERROR_STATUS: dict[str, int] = {
     "UNAUTHENTICATED": 401,
+    "INVALID_SIGNATURE": 401,
     "FORBIDDEN": 403,
     "NOT_FOUND": 404,
+    "PAYMENT_WEBHOOK_DISABLED": 404,
     "PAYLOAD_TOO_LARGE": 413,
     "RATE_LIMITED": 429,
     "OUT_OF_STOCK": 409,
@@ -336,6 +338,7 @@ ERROR_STATUS: dict[str, int] = {
     "INVALID_INPUT": 422,
     "UNKNOWN_SKU": 422,
     "TOO_MANY_LINES": 422,
+    "REFUND_TOO_LARGE": 422,
     "INVALID_CURSOR": 422,
     "INTERNAL": 500,
     "DATABASE_ERROR": 500,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from backend.batches import SHARED_FAILURES, Batcher
+from backend.customers import KnownCustomers
 from backend.documents import Change, Json, OrderRequest, Written
 from backend.errors import AppError
 from backend.settings import Settings
@@ -31,6 +32,7 @@ class Store:
         self._settings = settings
         self.publish: Publisher | None = None  # the bus, when the node has one
         self.counts: Counter[str] = Counter()  # "order:<outcome>", "stock:<reason>"
+        self.customers = KnownCustomers(db)  # signed-in customers this node has written
         self.orders: Batcher[OrderRequest, Written] = Batcher(
             self._place_batch, settings.order_batch_max, settings.order_batch_calls
         )
@@ -84,6 +86,7 @@ class Store:
         customer_id: str | None,
         idempotency_key: str | None,
         caller: str | None = None,
+        payment_method: str | None = None,
     ) -> Written:
         """`caller` owns the idempotency key: another caller's key is another order."""
         request = OrderRequest(
@@ -91,6 +94,7 @@ class Store:
             customer_id=customer_id,
             idempotency_key=idempotency_key,
             caller=caller,
+            payment_method=payment_method,
         )
         return await self.orders.submit(request)
 
@@ -129,3 +133,36 @@ class Store:
 
     async def expire_holds(self) -> Written:
         return self._committed(await self.db.expire_holds(self._settings.sweep_batch, self.node))
+
+    async def record_payment(
+        self,
+        order_id: UUID,
+        outcome: str,
+        *,
+        consumer: str,
+        event_id: UUID,
+        ref: str | None,
+        detail: str | None = None,
+    ) -> Written:
+        """Paid sells the held units, declined releases them; once per (consumer, event)."""
+        return self._committed(
+            await self.db.record_payment(
+                order_id, outcome, consumer, event_id, ref, self.node, detail
+            )
+        )
+
+    async def refund_order(
+        self,
+        order_id: UUID,
+        items: Sequence[Json] | None,
+        restock: bool,
+        reason: str,
+        idempotency_key: str | None,
+        caller: str | None,
+    ) -> Written:
+        """Restocked units come back through the ledger (reason `return`)."""
+        return self._committed(
+            await self.db.refund_order(
+                order_id, items, restock, reason, idempotency_key, caller, self.node
+            )
+        )

@@ -50,6 +50,9 @@ EXPECTED: dict[tuple[str, str], tuple[int | str, ...]] = {
     ("GET", f"/orders/{ORDER}"): OWN,
     ("POST", f"/orders/{ORDER}/cancel"): OWN,
     ("POST", f"/orders/{ORDER}/confirm"): WRITE,
+    ("POST", f"/orders/{ORDER}/refunds"): WRITE,
+    ("GET", f"/orders/{ORDER}/events"): OWN,
+    ("POST", "/payments/webhook"): (OK,) * 6,  # the signature is the credential
     ("GET", "/metrics"): WRITE,
     ("GET", "/whoami"): ALL,
     ("POST", "/keys"): (401, 403, 403, OK, OK, 403),
@@ -64,6 +67,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/products/SKU-1/adjustments"): {"delta": 1, "reason": "restock"},
     ("PUT", "/products/SKU-1/stock"): {"on_hand": 50},
     ("POST", "/orders"): {"items": [{"sku": "SKU-1", "quantity": 1}]},
+    ("POST", f"/orders/{ORDER}/refunds"): {"reason": "matrix"},
     ("POST", "/keys"): {"name": "matrix", "scopes": ["orders:read"]},
 }
 

@@ -83,6 +83,10 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("GET", "/orders/{order_id}"): scoped("orders:read", customers=True),
     ("POST", "/orders/{order_id}/cancel"): scoped("orders:manage", customers=True),
     ("POST", "/orders/{order_id}/confirm"): scoped("orders:manage"),
+    ("POST", "/orders/{order_id}/refunds"): scoped("orders:manage"),
+    ("GET", "/orders/{order_id}/events"): scoped("orders:read", customers=True),
+    # The payment service's calls back: the body's signature is the credential.
+    ("POST", "/payments/webhook"): OPEN,
     # API keys.
     ("POST", "/keys"): scoped("keys:manage"),
     ("GET", "/keys"): scoped("keys:manage"),

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from backend import schemas
 from backend.auth.policy import forbidden
 from backend.deps import DatabaseDep, PrincipalDep, StoreDep
-from backend.documents import Order
+from backend.documents import Json, Order
 from backend.schemas import BODY, DATABASE, REQUEST, WRITE, errors
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -55,7 +55,11 @@ async def place_order(
             raise forbidden("customers place orders as themselves")
         customer_id = principal.customer_id
     items = [line.model_dump() for line in body.items]
-    result = await store.place_order(items, customer_id, idempotency_key, principal.caller)
+    result = await store.place_order(
+        items, customer_id, idempotency_key, principal.caller, body.payment_method
+    )
+    if principal.role == "customer":
+        await store.customers.remember(principal.id, principal.name)
     if result["replayed"]:
         response.headers["Idempotent-Replayed"] = "true"
     order: Order = result["order"]
@@ -96,6 +100,18 @@ async def list_orders(
 async def get_order(order_id: UUID, db: DatabaseDep, principal: PrincipalDep) -> Order:
     """A customer's own order; another customer's is NOT_FOUND, like a missing one."""
     return await db.get_order(order_id, customer_id=principal.customer_id)
+
+
+@router.get(
+    "/{order_id}/events",
+    response_model=schemas.OrderTimeline,
+    responses=errors("NOT_FOUND", *REQUEST, *DATABASE),
+)
+async def order_timeline(order_id: UUID, db: DatabaseDep, principal: PrincipalDep) -> Json:
+    """What happened to the order, oldest first: placed, paid, confirmed, refunded...
+    A customer's own order only; another customer's is NOT_FOUND."""
+    items = await db.order_timeline(order_id, customer_id=principal.customer_id)
+    return {"items": items}
 
 
 @router.post(
