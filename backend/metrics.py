@@ -20,11 +20,13 @@ from backend.batches import BatchStats
 from backend.bus import RedisBus
 from backend.cache import Outcome
 from backend.documents import Change
+from backend.events.lifecycle import Lifecycle
 from backend.hub import Hub
 from backend.supervisor import Supervisor
 from backend.sync import Sync
 
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+WORKER_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
@@ -43,6 +45,25 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=self.registry,
         )
+        self.worker_seconds = Histogram(
+            "orderflow_worker_seconds",
+            "Time a consumer took to handle one event on this node",
+            ["consumer"],
+            buckets=WORKER_BUCKETS,
+            registry=self.registry,
+        )
+        self.worker_events = PromCounter(
+            "orderflow_worker_events",
+            "Events a consumer handled on this node: ok, retried (failed, to be tried"
+            " again), dead (failed its last attempt), rejected (bad seal)",
+            ["consumer", "outcome"],
+            registry=self.registry,
+        )
+
+    def on_worker(self, consumer: str, outcome: str, seconds: float) -> None:
+        self.worker_events.labels(consumer, outcome).inc()
+        if outcome != "rejected":
+            self.worker_seconds.labels(consumer).observe(seconds)
 
     def on_change(self, change: Change, outcome: Outcome, source: str) -> None:
         self.changes.labels(source, outcome.value).inc()
@@ -60,6 +81,59 @@ class Metrics:
         supervisor: Supervisor,
     ) -> None:
         self.registry.register(_Readings(counts, batches, sync, bus, hub, supervisor))
+
+    def watch_events(self, lifecycle: Lifecycle) -> None:
+        self.registry.register(_EventReadings(lifecycle))
+
+
+@dataclass(eq=False)
+class _EventReadings(Collector):
+    """The outbox, the stream and the groups as last read (every few seconds: a scrape
+    cannot wait on Redis and Postgres), and what this node relayed."""
+
+    _lifecycle: Lifecycle
+
+    def collect(self) -> Iterator[Metric]:
+        if (relay := self._lifecycle.relay) is not None:
+            yield CounterMetricFamily(
+                "orderflow_events_relayed",
+                "Outbox events this node added to the stream",
+                value=relay.stats.relayed,
+            )
+        status = self._lifecycle.status.latest
+        if status is None:
+            return
+        for name, what, value in (
+            ("outbox_pending", "Events committed and not yet on the stream", status.outbox_pending),
+            (
+                "outbox_oldest_seconds",
+                "Age of the oldest event not yet on the stream",
+                status.outbox_oldest_seconds,
+            ),
+            ("dead_letters", "Dead letters waiting for a replay", status.dead_letters),
+        ):
+            yield GaugeMetricFamily(f"orderflow_{name}", what, value=value)
+        if status.stream_length is not None:
+            yield GaugeMetricFamily(
+                "orderflow_stream_length",
+                "Entries on the events stream",
+                value=status.stream_length,
+            )
+        lag = GaugeMetricFamily(
+            "orderflow_stream_lag",
+            "Entries not yet delivered to a consumer group (counted up to 1000)",
+            labels=["group"],
+        )
+        pending = GaugeMetricFamily(
+            "orderflow_stream_pending",
+            "Entries delivered to a consumer group and not yet acked",
+            labels=["group"],
+        )
+        for group in status.groups:
+            lag.add_metric([group.name], group.lag)
+            pending.add_metric([group.name], group.pending)
+        yield lag
+        yield pending
 
 
 @dataclass(eq=False)  # the registry keys collectors by identity

@@ -11,13 +11,15 @@ loops stopped, the bus outbox flushed, connections closed.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypedDict
 
 from backend.auth.gate import Gate
 from backend.bus import RedisBus
 from backend.cache import StockCache
+from backend.documents import Change
 from backend.errors import AppError
+from backend.events.lifecycle import Lifecycle
 from backend.hub import Hub
 from backend.metrics import Metrics
 from backend.migrate import load_migrations
@@ -64,8 +66,9 @@ class Node:
         self.sync.listen(self.metrics.on_change)
         self.sync.listen(self.hub.on_change)
         self.sync.on_resync(self.hub.resync_all)
+        self.events = Lifecycle(self)  # after the bus and metrics it uses
         if self.bus is not None:
-            self.store.publish = self.bus.publish
+            self.store.publish = self._publish
         self.metrics.watch(
             self.store.counts,
             self.store.orders.stats,
@@ -74,6 +77,14 @@ class Node:
             self.hub,
             self.supervisor,
         )
+        self.metrics.watch_events(self.events)
+
+    def _publish(self, changes: Sequence[Change]) -> None:
+        """After a commit: the changes to the bus, and the relay woken (the commit may
+        have written order events)."""
+        assert self.bus is not None
+        self.bus.publish(changes)
+        self.events.wake()
 
     @property
     def state(self) -> State:
@@ -125,6 +136,7 @@ class Node:
                 yield self.state
                 await self._stop()
         finally:
+            await self.events.aclose()
             if self.bus is not None:
                 await self.bus.close()
             await self.gate.aclose()
@@ -153,6 +165,7 @@ class Node:
         )
         if self.bus is not None:
             self.supervisor.start("bus-listener", self.bus.run_listener)
+        self.events.start(self.supervisor)
         log.info(
             "node %s serving %d products (%s mode, %s)",
             settings.node_id,

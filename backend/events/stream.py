@@ -1,0 +1,85 @@
+"""The events stream in Redis: its keys, and what one entry holds.
+
+An entry is `{"event": <the OrderEvent's JSON, sealed>}` (`backend.seal`, the
+nodes' BUS_KEY): anyone who can write to Redis could otherwise add an
+`order.placed` of their own making, and the payment worker would act on it.
+A replayed dead letter also carries `"for": <group>`, so that only the group
+that failed it handles it again; every other group acks it at once.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import redis.asyncio as redis
+from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
+
+from backend.documents import OrderEvent
+from backend.seal import seal, unseal
+
+STREAM = "order_events"
+ENTRY_FIELD = b"event"
+FOR_FIELD = b"for"
+
+Fields = dict[FieldT, EncodableT]
+
+
+@dataclass(frozen=True)
+class EventStream:
+    """The stream and its dead-letter stream on one Redis, sealing with one key."""
+
+    redis: redis.Redis
+    key: bytes
+    prefix: str = ""
+    maxlen: int = 100_000
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefix}{STREAM}"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}{STREAM}:dead"
+
+    def encode(self, event: OrderEvent, group: str | None = None) -> Fields:
+        fields: Fields = {
+            ENTRY_FIELD: seal(json.dumps(event, separators=(",", ":")), self.key).encode()
+        }
+        if group is not None:
+            fields[FOR_FIELD] = group.encode()
+        return fields
+
+    def decode(self, fields: Mapping[bytes, bytes]) -> OrderEvent | None:
+        """The entry's event, or None if its seal is missing or wrong (or it is not one)."""
+        text = unseal(fields.get(ENTRY_FIELD, b""), self.key)
+        if text is None:
+            return None
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(event, dict) or not isinstance(event.get("event_id"), str):
+            return None
+        return cast(OrderEvent, event)
+
+    async def add(self, events: Sequence[OrderEvent], group: str | None = None) -> list[str]:
+        """XADD the events in their order, in one round trip; their entry ids."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(
+                    self.name, self.encode(event, group), maxlen=self.maxlen, approximate=True
+                )
+            ids = await pipe.execute()
+        return [entry_id.decode() for entry_id in ids]
+
+    async def create_group(self, group: str, start: str = "$") -> bool:
+        """Create the group (and the stream) unless it exists; whether it was created."""
+        try:
+            await self.redis.xgroup_create(self.name, group, id=start, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return False
+        return True
