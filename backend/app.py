@@ -16,8 +16,20 @@ from backend.deps import authorize
 from backend.guards import BodyLimit, DashboardHeaders
 from backend.lanes import SocketLane
 from backend.node import Node, State
+from backend.notify.storage import open_receipts
 from backend.reads import CachedReads
-from backend.routers import health, keys, live, metrics, orders, payments, products, refunds
+from backend.routers import (
+    health,
+    keys,
+    live,
+    metrics,
+    orders,
+    payments,
+    products,
+    receipts,
+    refunds,
+    webhooks,
+)
 from backend.settings import Settings
 from database import Database, PostgresDatabase, SupabaseDatabase
 
@@ -68,7 +80,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         node = Node(settings, open_database(settings))
         app.state.node = node  # for tests: the bus's fault hook, the hub's mailboxes
-        async with node.running() as state:
+        app.state.receipts = open_receipts(settings)  # GET /orders/{id}/receipt reads them
+        async with node.running() as state, contextlib.aclosing(app.state.receipts):
             with signals.drain_first(node.drain):
                 yield state
 
@@ -95,7 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
     app.add_middleware(SocketLane, path="/ws", endpoint=live.live)  # sockets skip the rest
     app.add_middleware(logs.RequestIdMiddleware)  # outermost: every log line has the id
-    routers = (products, orders, refunds, payments, keys, live, health, metrics)
+    routers = (products, orders, refunds, receipts, payments, webhooks, keys, live, health, metrics)
     for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

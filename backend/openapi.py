@@ -3,6 +3,7 @@ policy decide, so the document says what the node does.
 
 - MAX_ORDER_LINES is the most lines an order may have (place_order refuses
   more with TOO_MANY_LINES).
+- A webhook URL is https:// unless WEBHOOK_ALLOW_HTTP.
 - Each operation names the bearer scheme when the policy wants credentials,
   and declares the refusals the policy, the body limit and the rate limit can
   answer with (401, 403, 413, 429).
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from backend import schemas
 from backend.auth.policy import OPEN, POLICY, is_write
 from backend.settings import Settings
+from backend.webhooks.schemas import HTTPS_PATTERN
 
 BEARER = "bearer"
 
@@ -27,6 +29,9 @@ def install(app: FastAPI, settings: Settings) -> None:
             schema = generate()
             items = schema["components"]["schemas"]["OrderCreate"]["properties"]["items"]
             items["maxItems"] = settings.max_order_lines
+            if not settings.webhook_allow_http:
+                hook = schema["components"]["schemas"]["WebhookCreate"]["properties"]["url"]
+                hook["pattern"] = HTTPS_PATTERN
             _declare_access(schema, settings)
         assert app.openapi_schema is not None
         return app.openapi_schema

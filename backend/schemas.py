@@ -348,6 +348,7 @@ ERROR_STATUS: dict[str, int] = {
     "SCHEMA_OUT_OF_DATE": 503,
     "DATABASE_FORBIDDEN": 503,
     "NOT_READY": 503,
+    "STORAGE_UNAVAILABLE": 503,
 }
 _STATUS_TEXT = {
     401: "No credentials, or ones that do not hold (expired, revoked, forged)",

@@ -57,6 +57,19 @@ class StorageAPI:
         router.post(url__regex=obj).mock(side_effect=self.upload)
         router.get(url__regex=obj).mock(side_effect=self.download)
 
+    def add_bucket(self, bucket_id: str, public: bool, name: str | None = None) -> None:
+        """A bucket as the Storage API describes it (made by an API call, or by hand)."""
+        self.buckets[bucket_id] = {
+            "id": bucket_id,
+            "name": name or bucket_id,
+            "owner": "",
+            "public": public,
+            "file_size_limit": None,
+            "allowed_mime_types": None,
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "updated_at": "2026-01-01T00:00:00.000Z",
+        }
+
     def _refused(self, request: httpx.Request) -> httpx.Response | None:
         if request.headers.get("apikey") != SERVICE_ROLE_KEY:
             return storage_error(403, "Unauthorized", "Invalid API key")
@@ -78,16 +91,7 @@ class StorageAPI:
         assert set(body) <= {"id", "name", "public", "file_size_limit", "allowed_mime_types"}
         if body["id"] in self.buckets:
             return storage_error(409, "Duplicate", "The resource already exists")
-        self.buckets[body["id"]] = {
-            "id": body["id"],
-            "name": body.get("name", body["id"]),
-            "owner": "",
-            "public": bool(body.get("public", False)),
-            "file_size_limit": body.get("file_size_limit"),
-            "allowed_mime_types": body.get("allowed_mime_types"),
-            "created_at": "2026-01-01T00:00:00.000Z",
-            "updated_at": "2026-01-01T00:00:00.000Z",
-        }
+        self.add_bucket(body["id"], bool(body.get("public", False)), body.get("name"))
         return httpx.Response(200, json={"name": body["id"]})
 
     def upload(self, request: httpx.Request, bucket_id: str, path: str) -> httpx.Response:
@@ -122,4 +126,7 @@ def _file_part(request: httpx.Request) -> StoredObject:
     assert len(files) == 1, "one file per upload"
     payload = files[0].get_payload(decode=True)
     assert isinstance(payload, bytes)
-    return StoredObject(payload, str(files[0].get("Content-Type", "application/octet-stream")))
+    part = files[0]
+    charset = part.get_content_charset()
+    kind = part.get_content_type() + (f"; charset={charset}" if charset else "")
+    return StoredObject(payload, kind)

@@ -19,6 +19,7 @@ from tests.support import ADMIN, Node, bearer, make_product, node_settings, run_
 
 ORDER = "00000000-0000-0000-0000-000000000001"
 KEY = "00000000-0000-0000-0000-000000000002"
+HOOK = "00000000-0000-0000-0000-000000000003"
 
 # Callers, in the order of the columns below.
 CALLERS = ("anonymous", "customer", "staff", "admin", "key_all", "key_none")
@@ -27,6 +28,7 @@ OK = "ok"  # anything but 401 and 403: the route ran (it may still say 404 or 42
 ALL = (401, OK, OK, OK, OK, OK)  # any signed-in caller
 WRITE = (401, 403, OK, OK, OK, 403)  # staff, admins and keys with the scope
 OWN = (401, OK, OK, OK, OK, 403)  # customers (their own), staff, admins, scoped keys
+ADMINS = (401, 403, 403, OK, OK, 403)  # admins and keys with the scope, not staff
 
 EXPECTED: dict[tuple[str, str], tuple[int | str, ...]] = {
     ("GET", "/health"): (OK,) * 6,
@@ -52,6 +54,11 @@ EXPECTED: dict[tuple[str, str], tuple[int | str, ...]] = {
     ("POST", f"/orders/{ORDER}/confirm"): WRITE,
     ("POST", f"/orders/{ORDER}/refunds"): WRITE,
     ("GET", f"/orders/{ORDER}/events"): OWN,
+    ("GET", f"/orders/{ORDER}/receipt"): OWN,
+    ("POST", "/admin/webhooks"): ADMINS,
+    ("GET", "/admin/webhooks"): ADMINS,
+    ("GET", "/admin/webhooks/deliveries"): ADMINS,
+    ("DELETE", f"/admin/webhooks/{HOOK}"): ADMINS,
     ("POST", "/payments/webhook"): (OK,) * 6,  # the signature is the credential
     ("GET", "/metrics"): WRITE,
     ("GET", "/whoami"): ALL,
@@ -69,6 +76,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/orders"): {"items": [{"sku": "SKU-1", "quantity": 1}]},
     ("POST", f"/orders/{ORDER}/refunds"): {"reason": "matrix"},
     ("POST", "/keys"): {"name": "matrix", "scopes": ["orders:read"]},
+    ("POST", "/admin/webhooks"): {"url": "https://example.com/h", "event_types": ["stock.low"]},
 }
 
 
@@ -153,10 +161,12 @@ def test_every_route_of_the_app_has_a_rule_and_every_rule_a_route() -> None:
     unlisted = {("GET", "/"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect")}
     unlisted |= {("GET", "/redoc"), ("GET", "/openapi.json"), ("WEBSOCKET", "/ws")}
     assert routes | unlisted == set(POLICY)
-    assert {
-        (m, p.replace(ORDER, "{order_id}").replace(KEY, "{key_id}").replace("SKU-1", "{sku}"))
-        for m, p in EXPECTED
-    } | {("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"), ("WEBSOCKET", "/ws")} == set(POLICY)
+    templates = {ORDER: "{order_id}", KEY: "{key_id}", HOOK: "{endpoint_id}", "SKU-1": "{sku}"}
+    assert {(m, _template(p, templates)) for m, p in EXPECTED} | {
+        ("GET", "/docs/oauth2-redirect"),
+        ("GET", "/redoc"),
+        ("WEBSOCKET", "/ws"),
+    } == set(POLICY)
 
 
 async def test_a_route_without_a_rule_is_refused(database_url: str) -> None:
@@ -170,3 +180,9 @@ async def test_a_route_without_a_rule_is_refused(database_url: str) -> None:
     async with run_node(settings, app=app) as node:
         response = await node.client.get("/unruled")
     assert (response.status_code, response.json()["code"]) == (403, "FORBIDDEN")
+
+
+def _template(path: str, values: dict[str, str]) -> str:
+    for value, name in values.items():
+        path = path.replace(value, name)
+    return path

@@ -85,12 +85,18 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("POST", "/orders/{order_id}/confirm"): scoped("orders:manage"),
     ("POST", "/orders/{order_id}/refunds"): scoped("orders:manage"),
     ("GET", "/orders/{order_id}/events"): scoped("orders:read", customers=True),
+    ("GET", "/orders/{order_id}/receipt"): scoped("orders:read", customers=True),
     # The payment service's calls back: the body's signature is the credential.
     ("POST", "/payments/webhook"): OPEN,
     # API keys.
     ("POST", "/keys"): scoped("keys:manage"),
     ("GET", "/keys"): scoped("keys:manage"),
     ("DELETE", "/keys/{key_id}"): scoped("keys:manage"),
+    # Outgoing webhooks.
+    ("POST", "/admin/webhooks"): scoped("events:manage"),
+    ("GET", "/admin/webhooks"): scoped("events:manage"),
+    ("GET", "/admin/webhooks/deliveries"): scoped("events:manage"),
+    ("DELETE", "/admin/webhooks/{endpoint_id}"): scoped("events:manage"),
 }
 
 

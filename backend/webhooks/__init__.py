@@ -1,0 +1,1 @@
+"""Outgoing webhooks: endpoints admins register, and the signed deliveries of each event to them."""
