@@ -3,7 +3,9 @@ one mail per event however often it comes, skipped without an email, the receipt
 kept and served to whoever may read the order, in the data dir or a Storage bucket."""
 
 import asyncio
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,16 +18,26 @@ import respx
 from pydantic import SecretStr
 
 from backend.documents import OrderEvent
+from backend.embedded import EmbeddedRedis
 from backend.embedded.smtp import MailSink
 from backend.errors import AppError
 from backend.notify.consumer import NotificationBusy, NotificationConsumer
 from backend.notify.receipts import render
 from backend.notify.storage import BucketReceipts
 from database import PostgresDatabase
+from tests.hooks import receiver
 from tests.mail import html_of, mail_sink, mails_for, text_of
 from tests.postgrest import ANON_KEY, SERVICE_ROLE_KEY, SUPABASE_URL, PostgREST
 from tests.storage_api import StorageAPI
-from tests.support import Node, bearer, make_product, node_settings, run_node, token
+from tests.support import (
+    Node,
+    bearer,
+    eventually,
+    make_product,
+    node_settings,
+    run_node,
+    token,
+)
 
 CUSTOMER = "cust-notify"
 
@@ -368,3 +380,65 @@ async def test_a_node_in_supabase_mode_keeps_receipts_in_the_bucket_and_serves_t
     assert len(mails_for(sink, event["event_id"])) == 1
     row = await notification(database_url, event["event_id"])
     assert (row["status"], row["receipt"]) == ("sent", f"receipts/{order_id}")
+
+
+# End to end, through the events stream ---------------------------------------
+
+
+async def test_placed_paid_confirmed_then_the_receipt_is_mailed_and_announced(
+    database_url: str,
+    db: PostgresDatabase,
+    redis_server: EmbeddedRedis,
+    sink: MailSink,
+    tmp_path: Path,
+) -> None:
+    product = await make_product(db, on_hand=10, price_cents=1250)
+    settings = node_settings(
+        database_url,
+        redis_url=redis_server.url,
+        channel_prefix=f"t{uuid.uuid4().hex[:8]}:",  # a stream of this test's own
+        payment_provider="simulated",
+        payment_delay_seconds=0.05,
+        workers="payments,notifications,webhooks",
+        worker_retry_base_seconds=0.05,
+        relay_interval_seconds=0.05,
+        smtp_url=sink.url,
+        receipts_dir=str(tmp_path / "receipts"),
+        webhook_allow_http=True,
+    )
+    customer = bearer(token("cust-e2e"))  # signs in as cust-e2e@example.com
+    async with receiver() as hook, run_node(settings) as running:
+        client = running.client
+        endpoint = await client.post(
+            "/admin/webhooks", json={"url": hook.url, "event_types": ["notification.sent"]}
+        )
+        assert endpoint.status_code == 201
+        placed = await client.post(
+            "/orders",
+            json={"items": [{"sku": product["sku"], "quantity": 2}]},
+            headers=customer,
+        )
+        assert placed.status_code == 201, placed.text
+        order_id = placed.json()["id"]
+
+        def mailed() -> bool:
+            return any(m["To"] == "cust-e2e@example.com" for m in sink.messages())
+
+        await eventually(mailed, 20, "the receipt mail reached the sink")
+        await eventually(lambda: len(hook.received) == 1, 20, "notification.sent was delivered")
+        timeline = (await client.get(f"/orders/{order_id}/events", headers=customer)).json()
+        assert [e["type"] for e in timeline["items"]] == [
+            "order.placed",
+            "payment.succeeded",
+            "order.confirmed",
+            "notification.sent",
+        ]
+        receipt = await client.get(
+            f"/orders/{order_id}/receipt", params={"format": "text"}, headers=customer
+        )
+        assert receipt.status_code == 200
+        assert "Total: $30.00" in receipt.text
+    [mail] = sink.messages()
+    assert mail["Subject"] == f"Your OrderFlow order {order_id[:8].upper()} is confirmed"
+    assert "Status: paid" in text_of(mail)
+    assert json.loads(hook.received[0].body)["type"] == "notification.sent"

@@ -1,70 +1,22 @@
 """Outgoing webhooks against a real receiver (an HTTP server in this process): the
 admin API, signatures a receiver can check, retries until delivered, never twice."""
 
-import asyncio
 import hashlib
 import hmac
 import json
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 import pytest
-import uvicorn
 
 from backend.documents import OrderEvent
 from backend.webhooks import signing
 from backend.webhooks.consumer import DeliveryFailed, WebhookConsumer
 from database import PostgresDatabase
-from tests.support import Node, eventually, make_product, node_settings, run_node
-
-
-@dataclass
-class Delivery:
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """Answers each POST with the next status of `answers` (then 200) and keeps it."""
-
-    url: str = ""
-    answers: list[int] = field(default_factory=list)
-    received: list[Delivery] = field(default_factory=list)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        assert scope["type"] == "http"
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        self.received.append(Delivery(headers, body))
-        status = self.answers.pop(0) if self.answers else 200
-        extra = [(b"location", b"https://elsewhere.example/")] if status in (301, 302) else []
-        await send({"type": "http.response.start", "status": status, "headers": extra})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-
-@asynccontextmanager
-async def receiver(path: str = "/hook") -> AsyncIterator[Receiver]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    made = Receiver(url=f"http://127.0.0.1:{sock.getsockname()[1]}{path}")
-    server = uvicorn.Server(uvicorn.Config(made, log_config=None, lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await eventually(lambda: server.started, 10, "the receiver started")
-        yield made
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+from tests.hooks import receiver
+from tests.support import Node, make_product, node_settings, run_node
 
 
 @pytest.fixture
