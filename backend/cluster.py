@@ -38,11 +38,14 @@ from backend.embedded import (
     EmbeddedRedis,
     EmbeddedServerError,
     PortInUseError,
+    free_port,
+    port_is_free,
     process_cmdline,
     process_running,
     require_free_port,
     terminate,
 )
+from backend.embedded.smtp import MailSink
 from backend.node_process import APP, NodeProcess
 from backend.restarts import Child, Restarter
 from backend.settings import Settings
@@ -74,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--pg-port", type=int, default=55432, help="embedded Postgres's port")
     parser.add_argument("--redis-port", type=int, default=56379, help="embedded Redis's port")
+    parser.add_argument(
+        "--smtp-port", type=int, default=55025, help="the mail sink's port (without SMTP_URL)"
+    )
     parser.add_argument("--no-seed", action="store_true", help="skip supabase/seed.sql")
     parser.add_argument(
         "--startup-timeout", type=float, default=60.0, help="seconds to wait for each node"
@@ -109,6 +115,8 @@ class Cluster:
     redis_url: str = ""
     postgres: EmbeddedPostgres | None = None
     redis: EmbeddedRedis | None = None
+    mail: MailSink | None = None
+    smtp_url: str = ""
     nodes: list[NodeProcess] = field(default_factory=list)
     credentials: Credentials | None = None
     _recorded: str = field(default="", init=False)
@@ -135,6 +143,7 @@ class Cluster:
         self.credentials = credentials.load_or_create(self.args.data_dir)
         self.start_postgres()
         self.start_redis()
+        self.start_mail()
         if self.database_url and not self.settings.supabase_url:
             asyncio.run(self.prepare_database(self.database_url))
         self.start_nodes()
@@ -163,6 +172,20 @@ class Cluster:
         with _hint("--redis-port"):
             self.redis.start()
         self.redis_url = self.redis.url
+
+    def start_mail(self) -> None:
+        """Receipts are mailed to a local sink that keeps each message as a .eml file in
+        the data dir, unless SMTP_URL names a real server."""
+        if self.settings.smtp_url:
+            self.smtp_url = self.settings.smtp_url
+            return
+        port = self.args.smtp_port
+        if not port_is_free(port):  # only our nodes need to know it: any free one serves
+            port = free_port()
+            log.info("port %d is taken: the mail sink listens on %d", self.args.smtp_port, port)
+        self.mail = MailSink(self.args.data_dir / "mail", port)
+        self.mail.start()
+        self.smtp_url = self.mail.url
 
     @property
     def _credentials(self) -> Credentials:
@@ -210,6 +233,9 @@ class Cluster:
             env["PAYMENT_PROVIDER"] = "simulated"  # orders pay by themselves out of the box
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
+        env["SMTP_URL"] = self.smtp_url
+        if "receipts_dir" not in self.settings.model_fields_set:
+            env["RECEIPTS_DIR"] = str(self.args.data_dir / "receipts")
         log.info("starting %d node(s) of %s", len(ports), APP)
         for i, port in enumerate(ports):
             url = f"http://{self.url_host}:{port}"
@@ -253,6 +279,14 @@ class Cluster:
         log.info(
             "  redis     %s  (%s)", redact(self.redis_url), "embedded" if self.redis else "external"
         )
+        if self.mail is not None:
+            log.info(
+                "  mail      %s  (a sink: each message a .eml file in %s)",
+                self.mail.url,
+                self.mail.folder,
+            )
+        else:
+            log.info("  mail      %s  (external)", redact(self.smtp_url))
         self.print_sign_in()
         log.info("press Ctrl-C to stop")
 
@@ -292,6 +326,8 @@ class Cluster:
             node.wait()
         if self.nodes:
             self.nodes_file.unlink(missing_ok=True)
+        if self.mail is not None:
+            self.mail.stop()
         for server in (self.redis, self.postgres):
             if server is not None:
                 try:
