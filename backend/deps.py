@@ -52,7 +52,8 @@ async def authorize(connection: HTTPConnection) -> None:
     if connection.scope["type"] != "http":
         return  # /ws reads its token from its first message or the query: see routers.live
     method, route = connection.scope["method"], connection.scope.get("route")
-    path = route.path if route is not None else connection.url.path
+    # The template as the policy and the OpenAPI document spell it: no `:uuid` convertor.
+    path = route.path_format if route is not None else connection.url.path
     rule = rule_for(method, path)
     if rule is OPEN:
         return

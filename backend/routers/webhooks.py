@@ -48,7 +48,7 @@ async def list_deliveries(
 
 
 @router.delete(
-    "/{endpoint_id}",
+    "/{endpoint_id:uuid}",  # only a UUID: DELETE /admin/webhooks/deliveries is a 405
     response_model=schemas.WebhookEndpoint,
     responses=errors("NOT_FOUND", *REQUEST, *WRITE),
 )
