@@ -728,7 +728,7 @@ def test_no_database_is_a_clear_error() -> None:
 @pytest.mark.parametrize(
     ("values", "problem"),
     [
-        ({"supabase_url": SUPABASE_URL}, "SUPABASE_SERVICE_ROLE_KEY is not"),
+        ({"supabase_url": SUPABASE_URL}, "SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_KEY) is not"),
         ({"supabase_service_role_key": "sekret-key"}, "SUPABASE_URL is not"),
         (
             {"supabase_url": "postgresql://u:hunter2@h/db", "supabase_service_role_key": "k"},

@@ -172,6 +172,26 @@ async def test_the_last_attempt_marks_the_delivery_dead(
     assert (row["status"], row["attempts"], row["last_error"]) == ("dead", 3, "answered 503")
 
 
+async def test_replaying_a_dead_letter_owes_its_dead_deliveries_again(
+    node: Node, db: PostgresDatabase, consumer: WebhookConsumer
+) -> None:
+    async with receiver() as hook:
+        hook.answers = [503, 503, 503, 200]
+        endpoint = await register(node, hook.url, "order.confirmed")
+        event = await confirmed_event(db)
+        for attempt in (1, 2, 3):
+            with pytest.raises(DeliveryFailed):
+                await consumer.handle(event, attempt)
+        letter = await db.add_dead_letter(
+            "webhooks", UUID(event["event_id"]), "1-0", dict(event), "answered 503", 3
+        )
+        [taken] = await db.take_dead_letters(letter)
+        await consumer.handle(taken["payload"], 1)  # the replayed event, delivered anew
+    assert len(hook.received) == 4
+    [row] = await deliveries(node, endpoint["id"])
+    assert (row["status"], row["attempts"]) == ("delivered", 4)
+
+
 async def test_an_unreachable_endpoint_fails_and_other_types_are_not_sent(
     node: Node, db: PostgresDatabase, consumer: WebhookConsumer
 ) -> None:

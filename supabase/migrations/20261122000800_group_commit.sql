@@ -173,7 +173,9 @@ begin
   end if;
 
   -- The lines summed per SKU, against the stock the batch has left.
-  select array_agg(s.id order by s.id), array_agg(l.quantity::integer order by s.id),
+  -- (A sum past what an integer holds is past any stock: out of stock, below.)
+  select array_agg(s.id order by s.id),
+         array_agg(least(l.quantity, 2147483647)::integer order by s.id),
          jsonb_agg(l.sku order by l.sku) filter (where s.id is null),
          jsonb_agg(jsonb_build_object(
            'sku', l.sku, 'requested', l.quantity, 'available', s.available) order by l.sku)

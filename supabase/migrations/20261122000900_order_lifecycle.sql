@@ -325,7 +325,9 @@ begin
   end if;
 
   -- The lines summed per SKU, against the stock the batch has left.
-  select array_agg(s.id order by s.id), array_agg(l.quantity::integer order by s.id),
+  -- (A sum past what an integer holds is past any stock: out of stock, below.)
+  select array_agg(s.id order by s.id),
+         array_agg(least(l.quantity, 2147483647)::integer order by s.id),
          jsonb_agg(l.sku order by l.sku) filter (where s.id is null),
          jsonb_agg(jsonb_build_object(
            'sku', l.sku, 'requested', l.quantity, 'available', s.available) order by l.sku)
@@ -986,7 +988,8 @@ language sql stable security definer set search_path = '' as $$
 $$;
 
 -- Takes dead letters back for replay (one, or every waiting one): they are
--- marked replayed and returned, for the caller to put on the stream again.
+-- marked replayed and returned, for the caller to put on the stream again;
+-- the webhook deliveries they had given up on are pending again.
 create function public.take_dead_letters(p_id bigint default null) returns jsonb
 language plpgsql security definer set search_path = '' as $$
 declare
@@ -1007,6 +1010,12 @@ begin
            'payload', t.payload) order by t.id)
     into v_items
     from taken t;
+  -- A replayed event's webhook deliveries that had given up are owed again.
+  update public.webhook_deliveries set status = 'pending'
+   where status = 'dead'
+     and event_id in (select (i ->> 'event_id')::uuid
+                        from jsonb_array_elements(coalesce(v_items, '[]')) i
+                       where i ->> 'consumer' = 'webhooks');
   return jsonb_build_object('items', coalesce(v_items, '[]'::jsonb));
 end
 $$;
