@@ -349,6 +349,15 @@ async def test_place_orders_gives_each_order_of_a_batch_its_own_outcome(db: Data
         assert [e["reserved"] for e in ledger["items"]] == reserved
 
 
+async def test_lines_adding_up_past_an_integer_are_out_of_stock(db: Database) -> None:
+    sku = (await make_product(db, on_hand=5))["sku"]
+    assert await refusal(place(db, [(sku, 2147483647), (sku, 2147483647)])) == (
+        409,
+        "OUT_OF_STOCK",
+        {"lines": [{"sku": sku, "requested": 4294967294, "available": 5}]},
+    )
+
+
 async def blocked_by(database_url: str, session: asyncpg.Connection) -> None:
     """Wait until another backend waits for a lock `session` holds (no event says so)."""
     watcher = await asyncpg.connect(database_url)
