@@ -9,7 +9,8 @@ functions over PostgREST's `/rpc` with supabase-py.
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, cast
 from urllib.parse import urlsplit
 from uuid import UUID
@@ -627,6 +628,36 @@ def _from_api_error(exc: APIError) -> AppError:
     return from_database(code, exc.message or "DATABASE_ERROR", details, exc.hint)
 
 
+class TracedDatabase(Database):
+    """Another adapter whose every function call runs inside `span(function)`.
+
+    A node wraps its adapter in this only when traces are on (`backend.tracing`),
+    so that one without them pays nothing for their existence. Every method of
+    the interface is one `call`, so this is the only one to wrap.
+    """
+
+    def __init__(
+        self, inner: Database, span: Callable[[str], AbstractContextManager[object]]
+    ) -> None:
+        self.inner = inner
+        self.mode = inner.mode
+        self._span = span
+
+    @property
+    def target(self) -> str:
+        return self.inner.target
+
+    async def connect(self) -> None:
+        await self.inner.connect()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def call(self, function: str, **arguments: Any) -> Any:
+        with self._span(function):
+            return await self.inner.call(function, **arguments)
+
+
 def redact(url: str) -> str:
     """The URL without its password (nor a `password=` parameter), fit for printing."""
     parts = urlsplit(url)
@@ -642,4 +673,11 @@ def redact(url: str) -> str:
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
-__all__ = ["AppError", "Database", "Json", "PostgresDatabase", "SupabaseDatabase"]
+__all__ = [
+    "AppError",
+    "Database",
+    "Json",
+    "PostgresDatabase",
+    "SupabaseDatabase",
+    "TracedDatabase",
+]

@@ -2,13 +2,16 @@
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 
 from backend import handlers, logs, openapi, signals
@@ -33,9 +36,20 @@ from backend.routers import (
 from backend.settings import Settings
 from database import Database, PostgresDatabase, SupabaseDatabase
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from backend.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+_NO_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "auto_configure": False,
+}
 
 
 def open_database(settings: Settings) -> Database:
@@ -71,19 +85,52 @@ def open_database(settings: Settings) -> Database:
     return db
 
 
-def create_app(settings: Settings) -> FastAPI:
+def open_tracing(settings: Settings, exporter: "SpanExporter | None" = None) -> "Tracing | None":
+    """The node's traces when OTEL_EXPORTER_OTLP_ENDPOINT (or a test's exporter) asks for
+    them; else None, and the OpenTelemetry SDK is never even imported."""
+    if exporter is None and not _traces_wanted():
+        return None
+    from backend.tracing import Tracing
+
+    return Tracing(settings.node_id, exporter)
+
+
+def _traces_wanted() -> bool:
+    from_env = os.environ.get
+    if from_env("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    return (
+        bool(
+            from_env("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+            or from_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        )
+        and from_env("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none"
+    )
+
+
+def create_app(settings: Settings, *, span_exporter: "SpanExporter | None" = None) -> FastAPI:
+    """The node's app; `span_exporter` turns traces on with it (tests read their spans)."""
     if problem := settings.node_problem():
         raise RuntimeError(problem)
     _warn_about_the_key(settings)
+    tracing = open_tracing(settings, span_exporter)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
-        node = Node(settings, open_database(settings))
+        db = open_database(settings)
+        node = Node(settings, db if tracing is None else tracing.database(db))
+        if tracing is not None:
+            tracing.instrument(node)
+            tracing.start()
         app.state.node = node  # for tests: the bus's fault hook, the hub's mailboxes
         app.state.receipts = open_receipts(settings)  # GET /orders/{id}/receipt reads them
-        async with node.running() as state, contextlib.aclosing(app.state.receipts):
-            with signals.drain_first(node.drain):
-                yield state
+        try:
+            async with node.running() as state, contextlib.aclosing(app.state.receipts):
+                with signals.drain_first(node.drain):
+                    yield state
+        finally:
+            if tracing is not None:
+                await tracing.stop()
 
     app = FastAPIOffline(  # Swagger UI and ReDoc served from the package, not a CDN
         title="OrderFlow",
@@ -91,8 +138,11 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Real-time, multi-node inventory sync server",
         lifespan=lifespan,
         dependencies=[Depends(authorize)],  # every route's rule: backend.auth.policy
+        # Request spans are FastAPI's own, on only with traces: off, it looks at nothing.
+        telemetry=_NO_TELEMETRY if tracing is None else tracing.telemetry(),
     )
     app.state.settings = settings
+    app.state.tracing = tracing
     app.add_middleware(CachedReads)  # innermost: in front of the route it answers for
     handlers.install(app)  # next: an unexpected error becomes the one error shape
     app.add_middleware(DashboardHeaders, connect_to=[u for u in [settings.supabase_url] if u])

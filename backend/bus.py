@@ -8,6 +8,12 @@ one that is unsigned, forged or altered is dropped and counted, never applied.
 A message costs a receiving node one seal check and one JSON decode, however
 many changes it carries.
 
+With tracing on (`backend.tracing`), each publish is a span, and its changes
+travel as `{"changes": [...], "traceparent": "00-..."}` (never mixed with
+another publish's), so that the other nodes' receipt, apply and push join its
+trace; the seal covers the trace context like the rest. Off, messages are as
+they always were, and a node ignores the field in a message from one with it on.
+
 Pub/Sub is at-most-once, and that is all the bus promises: the ledger catch-up
 repairs what it loses. So publishing never blocks or fails a write: changes go
 to a bounded outbox that one task drains in pipelines, dropping the oldest when
@@ -16,6 +22,7 @@ with backoff, and reports every (re)subscription so the node can resync.
 """
 
 import asyncio
+import itertools
 import json
 import logging
 import random
@@ -23,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -32,11 +39,15 @@ from backend.documents import Change
 from backend.errors import AppError
 from backend.seal import seal, unseal
 
+if TYPE_CHECKING:
+    from backend.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "inventory_updates"
 MAX_CHANGES = 200  # changes in one message (~100 KB)
 _WARN_EVERY = 60.0
+_TRACEPARENT = 55  # "00-<trace id, 32 hex>-<span id, 16 hex>-<flags, 2 hex>"
 
 
 @dataclass
@@ -87,6 +98,7 @@ class RedisBus:
         self._on_subscribed = on_subscribed
         self._key = key
         self._warned_at = -_WARN_EVERY
+        self.tracing: Tracing | None = None  # set by backend.tracing when traces are on
 
     @property
     def redis(self) -> redis.Redis:
@@ -98,10 +110,22 @@ class RedisBus:
 
     def publish(self, changes: Sequence[Change]) -> None:
         """Queue the changes for the publisher task; never blocks, never raises."""
+        if self.tracing is not None:
+            self._publish_traced(changes, self.tracing)
+            return
         for change in changes:
             if len(self._outbox) == self._outbox.maxlen:
                 self.stats.outbox_dropped += 1
             self._outbox.append(json.dumps(change, separators=(",", ":")))
+        self._outbox_ready.set()
+
+    def _publish_traced(self, changes: Sequence[Change], tracing: "Tracing") -> None:
+        """Each change queued behind its publish span's traceparent (`_traced_messages`)."""
+        parent = tracing.published(self.channel, len(changes))
+        for change in changes:
+            if len(self._outbox) == self._outbox.maxlen:
+                self.stats.outbox_dropped += 1
+            self._outbox.append(parent + json.dumps(change, separators=(",", ":")))
         self._outbox_ready.set()
 
     async def run_publisher(self) -> None:
@@ -129,15 +153,32 @@ class RedisBus:
             batch = [outbox.popleft() for _ in range(min(len(outbox), 50 * MAX_CHANGES))]
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for start in range(0, len(batch), MAX_CHANGES):
-                        pipe.publish(
-                            self.channel, self._message(batch[start : start + MAX_CHANGES])
-                        )
+                    for message in self._messages(batch):
+                        pipe.publish(self.channel, message)
                     await pipe.execute()
                 self.stats.published += len(batch)
             except (RedisError, OSError) as exc:
                 self.stats.publish_failures += len(batch)
                 log.warning("publish of %d changes failed: %s", len(batch), exc)
+
+    def _messages(self, batch: list[str]) -> list[str]:
+        if self.tracing is not None:
+            return self._traced_messages(batch)
+        return [
+            self._message(batch[start : start + MAX_CHANGES])
+            for start in range(0, len(batch), MAX_CHANGES)
+        ]
+
+    def _traced_messages(self, batch: list[str]) -> list[str]:
+        """Each publish's changes in messages of their own, with its traceparent."""
+        messages = []
+        for parent, queued in itertools.groupby(batch, key=lambda entry: entry[:_TRACEPARENT]):
+            texts = [entry[_TRACEPARENT:] for entry in queued]
+            for start in range(0, len(texts), MAX_CHANGES):
+                changes = ",".join(texts[start : start + MAX_CHANGES])
+                text = '{"changes":[' + changes + '],"traceparent":"' + parent + '"}'
+                messages.append(seal(text, self._key))
+        return messages
 
     def _message(self, changes: list[str]) -> str:
         """One sealed message: a change alone as itself, several as `{"changes": [...]}`."""
@@ -195,6 +236,11 @@ class RedisBus:
             return
         changes = message.get("changes", (message,))
         if not isinstance(changes, list | tuple):
+            return
+        if self.tracing is not None and "traceparent" in message:
+            with self.tracing.received(message["traceparent"], self.channel, len(changes)):
+                for change in changes:
+                    self._take(change)
             return
         for change in changes:
             self._take(change)

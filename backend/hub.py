@@ -19,7 +19,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from cachetools import TTLCache
@@ -28,6 +28,9 @@ from backend.backoff import Backoff
 from backend.cache import Outcome, StockCache
 from backend.documents import Change, Json, Order
 from backend.errors import AppError
+
+if TYPE_CHECKING:
+    from backend.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +254,7 @@ class Hub:
         self._per_address: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._emptied: asyncio.Event | None = None
+        self.tracing: Tracing | None = None  # set by backend.tracing when traces are on
 
     @property
     def coalesced(self) -> int:
@@ -323,7 +327,11 @@ class Hub:
             self._spawn(self._push_order(order_id))
 
     def flush(self) -> None:
-        """Offer the changes applied together to every client, as one burst each."""
+        """Offer the changes applied together to every client, as one burst each.
+
+        With tracing on, the push is a span of the trace whose change asked for
+        it first (`call_soon` runs this in the context it was called from).
+        """
         if self._flushing is not None:
             self._flushing.cancel()
             self._flushing = None
@@ -331,6 +339,15 @@ class Hub:
             return
         burst = Burst(self._ready)
         self._ready = []
+        if self.tracing is not None:
+            clients = len(self.mailboxes)
+            attributes = {"orderflow.changes": len(burst.items), "orderflow.clients": clients}
+            with self.tracing.within("push", lambda: attributes):
+                self._offer(burst)
+            return
+        self._offer(burst)
+
+    def _offer(self, burst: Burst) -> None:
         filtered: dict[frozenset[str], Burst | None] = {}
         for mailbox in self.mailboxes:
             skus = mailbox.skus

@@ -8,11 +8,15 @@ is newer. The catch-up bounds staleness even when every bus message is lost.
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from backend.cache import Outcome, StockCache
 from backend.documents import Change
 from backend.errors import AppError
 from database import Database
+
+if TYPE_CHECKING:
+    from backend.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class Sync:
         self._reading = asyncio.Lock()  # one reader of the ledger at a time: one cursor
         self._held: dict[str, list[tuple[Change, str]]] = {}  # early changes, by SKU
         self.held = 0  # changes that arrived early and waited for the one before
+        self.tracing: Tracing | None = None  # set by backend.tracing when traces are on
 
     def listen(self, listener: Listener) -> None:
         """Call `listener(change, outcome, source)` for every change offered."""
@@ -59,8 +64,17 @@ class Sync:
         """Offer changes to the cache; a skipped version makes us re-read that product.
 
         A re-read's answer is the product's latest state, so its own jump over
-        versions is expected and asks for nothing more.
+        versions is expected and asks for nothing more. With tracing on, an apply
+        within a trace (a request's write, a received message) is a span of it.
         """
+        if self.tracing is not None:
+            changes = list(changes)
+            with self.tracing.within("apply", lambda: _attributes(changes, source)):
+                self._apply(changes, source)
+            return
+        self._apply(changes, source)
+
+    def _apply(self, changes: Iterable[Change], source: str) -> None:
         for change in changes:
             if source == "bus" and self.cache.jump(change) > FAR_AHEAD:
                 self.doubted += 1
@@ -162,3 +176,17 @@ class Sync:
         finally:
             self._rereads.discard(sku)
         self.apply(page["items"], "reread")
+
+
+def _attributes(changes: list[Change], source: str) -> dict[str, str | int]:
+    """What an apply span says: where the changes came from, how many, and which
+    product when there is one (a bus message's changes are applied one by one)."""
+    attributes: dict[str, str | int] = {
+        "orderflow.source": source,
+        "orderflow.changes": len(changes),
+    }
+    if len(changes) == 1:
+        sku, version = changes[0].get("sku"), changes[0].get("version")
+        if isinstance(sku, str) and isinstance(version, int):  # a bus change is untrusted
+            attributes["orderflow.sku"], attributes["orderflow.version"] = sku, version
+    return attributes
