@@ -1,0 +1,281 @@
+"""Traces: one write on node A is one trace, from A's request to B's push; off, none of it.
+
+Spans go to an in-memory exporter handed to `create_app`, behind the same
+batch processor a node uses with OTLP; a test flushes it to read them.
+"""
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from subprocess import PIPE
+
+import pytest
+import redis.asyncio as redis
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from websockets.asyncio.client import connect
+
+from backend.app import create_app, open_tracing
+from backend.bus import CHANNEL
+from backend.embedded import EmbeddedRedis
+from backend.seal import unseal
+from backend.settings import Settings
+from backend.tracing import Tracing
+from database import PostgresDatabase, TracedDatabase
+from tests.support import BUS_KEY, Node, eventually, node_settings, run_node
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@asynccontextmanager
+async def traced(settings: Settings) -> AsyncIterator[tuple[Node, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    async with run_node(settings, app=create_app(settings, span_exporter=exporter)) as node:
+        yield node, exporter
+
+
+def spans(node: Node, exporter: InMemorySpanExporter) -> Sequence[ReadableSpan]:
+    tracing: Tracing = node.app.state.tracing
+    assert tracing.flush()
+    return exporter.get_finished_spans()
+
+
+def named(found: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
+    return [span for span in found if span.name == name]
+
+
+def trace_of(span: ReadableSpan) -> int:
+    assert span.context is not None
+    return span.context.trace_id
+
+
+async def write(node: Node, sku: str) -> None:
+    body = {"sku": sku, "name": sku, "price_cents": 100, "on_hand": 5}
+    created = await node.client.post("/products", json=body)
+    assert created.status_code == 201, created.text
+
+
+async def restock(node: Node, sku: str) -> int:
+    adjusted = await node.client.post(
+        f"/products/{sku}/adjustments", json={"delta": 3, "reason": "restock"}
+    )
+    assert adjusted.status_code == 200, adjusted.text
+    version: int = adjusted.json()["version"]
+    return version
+
+
+async def test_a_write_on_node_a_is_one_trace_through_node_b_apply_and_push(
+    database_url: str, redis_server: EmbeddedRedis
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    sku = "TRACE-1"
+    async with AsyncExitStack() as stack:
+        a, a_spans = await stack.enter_async_context(
+            traced(
+                node_settings(
+                    database_url, "node-a", redis_url=redis_server.url, channel_prefix=prefix
+                )
+            )
+        )
+        b, b_spans = await stack.enter_async_context(
+            traced(
+                node_settings(
+                    database_url, "node-b", redis_url=redis_server.url, channel_prefix=prefix
+                )
+            )
+        )
+        await write(a, sku)
+        await eventually(lambda: b.state["cache"].version_of(sku) == 1, 5, "B has the product")
+        client = await stack.enter_async_context(connect(b.ws_url + f"?skus={sku}"))
+        json.loads(await client.recv())  # the snapshot: B's hub has a client to push to
+        b_spans.clear()
+        a_spans.clear()
+
+        version = await restock(a, sku)
+        pushed = json.loads(await client.recv())
+        assert (pushed["type"], pushed["sku"], pushed["version"]) == ("stock", sku, version)
+        missing = await a.client.post(
+            "/products/NO-SUCH/adjustments", json={"delta": 1, "reason": "restock"}
+        )
+        assert missing.status_code == 404
+
+        on_a, on_b = spans(a, a_spans), spans(b, b_spans)
+
+    [request] = named(on_a, "POST /products/{sku}/adjustments")[:1]
+    assert request.kind is SpanKind.SERVER
+    assert request.attributes is not None
+    assert request.attributes["http.route"] == "/products/{sku}/adjustments"
+    assert request.resource.attributes["service.name"] == "orderflow"
+    assert request.resource.attributes["service.instance.id"] == "node-a"
+    trace = trace_of(request)
+
+    [db] = [span for span in named(on_a, "db adjust_stock") if trace_of(span) == trace]
+    assert db.kind is SpanKind.CLIENT
+    assert db.parent is not None
+    assert request.context is not None
+    assert db.parent.span_id == request.context.span_id
+    assert db.attributes is not None
+    assert dict(db.attributes) == {
+        "db.system": "postgresql",
+        "db.stored_procedure.name": "adjust_stock",
+        "orderflow.db.mode": "postgres",
+    }  # the function's name, never its arguments
+    [publish] = [
+        span for span in named(on_a, f"publish {prefix}{CHANNEL}") if trace_of(span) == trace
+    ]
+    assert publish.kind is SpanKind.PRODUCER
+
+    [receive] = [
+        span for span in named(on_b, f"receive {prefix}{CHANNEL}") if trace_of(span) == trace
+    ]
+    assert receive.kind is SpanKind.CONSUMER
+    assert receive.resource.attributes["service.instance.id"] == "node-b"
+    assert receive.parent is not None
+    assert publish.context is not None
+    assert receive.parent.span_id == publish.context.span_id
+    assert receive.parent.is_remote
+    [apply] = [span for span in named(on_b, "apply") if trace_of(span) == trace]
+    assert apply.attributes is not None
+    assert (apply.attributes["orderflow.source"], apply.attributes["orderflow.sku"]) == ("bus", sku)
+    [push] = [span for span in named(on_b, "push") if trace_of(span) == trace]
+    assert push.attributes is not None
+    assert push.attributes["orderflow.clients"] == 1
+
+    [refused] = [s for s in named(on_a, "db adjust_stock") if trace_of(s) != trace]
+    assert refused.attributes is not None
+    assert refused.attributes["error.type"] == "NOT_FOUND"
+    assert refused.status.status_code is StatusCode.UNSET  # an answer, not a failure
+
+
+async def test_the_trace_context_travels_under_the_seal_and_untraced_nodes_still_agree(
+    database_url: str, redis_server: EmbeddedRedis
+) -> None:
+    """A cluster half way through turning traces on: each node takes the other's messages."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    traced_settings = node_settings(
+        database_url, "node-a", redis_url=redis_server.url, channel_prefix=prefix
+    )
+    plain_settings = node_settings(
+        database_url, "node-b", redis_url=redis_server.url, channel_prefix=prefix
+    )
+    async with (
+        redis.Redis.from_url(redis_server.url) as tap_client,
+        tap_client.pubsub() as tap,
+        traced(traced_settings) as (a, _),
+        run_node(plain_settings) as b,
+    ):
+        await tap.subscribe(prefix + CHANNEL)
+        await write(a, "FROM-A")
+        await write(b, "FROM-B")
+        await eventually(
+            lambda: all(
+                n.state["cache"].version_of(s) == 1 for n in (a, b) for s in ("FROM-A", "FROM-B")
+            ),
+            5,
+            "both nodes have both products",
+        )
+        messages: list[bytes] = []
+        async with asyncio.timeout(5):
+            while len(messages) < 2:
+                message = await tap.get_message(timeout=1)
+                if message is not None and message["type"] == "message":
+                    messages.append(message["data"])
+
+    by_node = {node_of(m): m for m in messages}
+    from_a, from_b = by_node["node-a"], by_node["node-b"]
+    parent = json.loads(unseal(from_a, BUS_KEY.encode()) or b"{}")["traceparent"]
+    assert len(parent) == 55
+    assert parent.startswith("00-")
+    forged = from_a.replace(parent.encode(), ("00-" + "1" * 32 + parent[35:]).encode())
+    assert unseal(forged, BUS_KEY.encode()) is None  # the seal covers the trace context
+    assert b"traceparent" not in from_b
+
+
+def node_of(sealed: bytes) -> str:
+    """The node that published a message: one change alone, or `{"changes": [...]}`."""
+    message = json.loads(unseal(sealed, BUS_KEY.encode()) or b"null")
+    node: str = (message["changes"][0] if "changes" in message else message)["node"]
+    return node
+
+
+# A node with tracing off, in a process of its own: what it imported of OpenTelemetry
+# beyond what its libraries import on their own (FastAPI its API, redis-py the SDK's
+# metrics when installed), and what its parts are.
+OFF_NODE = """
+import asyncio, json, sys
+import fastapi, redis.asyncio
+before = {m for m in sys.modules if m.startswith("opentelemetry")}
+from tests.support import eventually, node_settings, run_node
+
+async def main(database_url, redis_url, prefix):
+    settings = node_settings(database_url, "node-off", redis_url=redis_url, channel_prefix=prefix)
+    async with run_node(settings) as node:
+        body = {"sku": "OFF-1", "name": "Off", "price_cents": 1, "on_hand": 1}
+        assert (await node.client.post("/products", json=body)).status_code == 201
+        bus = node.state["bus"]
+        await eventually(lambda: bus.stats.published == 1, 5, "published")
+        parts = [node.state["db"], bus.tracing, node.app.state.tracing]
+    ours = ("opentelemetry.sdk.trace", "opentelemetry.exporter", "backend.tracing")
+    added = {m for m in sys.modules if m.startswith("opentelemetry")} - before
+    added |= {m for m in sys.modules if m.startswith(ours)}
+    print(json.dumps({"added": sorted(added), "parts": [type(p).__name__ for p in parts]}))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_with_tracing_off_a_node_imports_no_opentelemetry_and_wraps_nothing(
+    database_url: str, redis_server: EmbeddedRedis
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    child = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-c", OFF_NODE, database_url, redis_server.url, prefix],
+        cwd=ROOT,
+        env=env,
+        stdout=PIPE,
+        stderr=PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await child.communicate()
+    assert child.returncode == 0, err.decode()
+    report = json.loads(out.decode().strip().splitlines()[-1])
+    assert report == {"added": [], "parts": ["PostgresDatabase", "NoneType", "NoneType"]}
+
+
+def test_tracing_adds_no_layer_to_the_request_path(database_url: str) -> None:
+    """Request spans are FastAPI's own: on or off, the same middleware, nothing more."""
+    settings = node_settings(database_url)
+    off, on = create_app(settings), create_app(settings, span_exporter=InMemorySpanExporter())
+    assert [m.cls for m in off.user_middleware] == [m.cls for m in on.user_middleware]
+    assert off.state.tracing is None
+    wrapped = on.state.tracing.database(PostgresDatabase(database_url))
+    assert isinstance(wrapped, TracedDatabase)
+    assert wrapped.mode == "postgres"
+
+
+def test_the_standard_variables_switch_and_name_it(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = node_settings(database_url, "node-7")
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    assert open_tracing(settings) is None
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert open_tracing(settings) is None
+    monkeypatch.delenv("OTEL_SDK_DISABLED")
+    tracing = open_tracing(settings)
+    assert tracing is not None
+    assert tracing.provider.resource.attributes["service.name"] == "orderflow"
+    assert tracing.provider.resource.attributes["service.instance.id"] == "node-7"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "shop")
+    renamed = open_tracing(settings)
+    assert renamed is not None
+    assert renamed.provider.resource.attributes["service.name"] == "shop"
