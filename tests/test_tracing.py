@@ -52,7 +52,8 @@ def named(found: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
 
 def trace_of(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.trace_id
+    trace_id: int = span.context.trace_id
+    return trace_id
 
 
 async def write(node: Node, sku: str) -> None:
