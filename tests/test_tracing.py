@@ -16,6 +16,7 @@ from subprocess import PIPE
 
 import pytest
 import redis.asyncio as redis
+import yaml
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -280,3 +281,18 @@ def test_the_standard_variables_switch_and_name_it(
     renamed = open_tracing(settings)
     assert renamed is not None
     assert renamed.provider.resource.attributes["service.name"] == "shop"
+
+
+def test_compose_points_every_node_at_the_collector_on_demand() -> None:
+    """The nodes take the endpoint from .env (empty: off, without the observability
+    profile there is no collector to send to); the collector takes OTLP over HTTP."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    nodes = [name for name in compose["services"] if name.startswith("node-")]
+    assert len(nodes) == 3
+    for name in nodes:
+        environment = compose["services"][name]["environment"]
+        assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}"
+    documented = (ROOT / "deploy" / "compose.env.example").read_text()
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318" in documented
+    collector = yaml.safe_load((ROOT / "deploy" / "otel" / "collector.yaml").read_text())
+    assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
