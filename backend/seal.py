@@ -5,6 +5,10 @@ version and `on_hand: 0`, and every node would show the product sold out. A
 sealed message stays one JSON object: the seal is its last field, `"sig"`, an
 HMAC-SHA256 (hex) of the object's text without that field, under the key the
 nodes share (`BUS_KEY`). Opening checks the seal in constant time.
+
+The seal covers every other field, whatever the message holds: a message with
+a trace context (`"traceparent"`, from a node with tracing on) is sealed and
+opened like one without, so neither kind of node needs to know the other.
 """
 
 import hashlib
