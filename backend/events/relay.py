@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from backend.backoff import Backoff
 from backend.documents import OrderEvent
 from backend.errors import AppError
-from backend.events.stream import EventStream
+from backend.events.stream import EventStream, stop_if_cancelled
 from database import Database
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,12 @@ class Relay:
             try:
                 more = await self.relay_once()
             except (RedisError, OSError) as exc:
+                stop_if_cancelled()
                 self._unavailable(exc)
                 await asyncio.sleep(backoff.delay(uptime=time.monotonic() - healthy_since))
                 healthy_since = time.monotonic()
                 continue
+            stop_if_cancelled()
             if self.stats.problem is not None:
                 log.info("relay: Redis answers again; the outbox flows")
                 self.stats.problem = None

@@ -31,7 +31,7 @@ from backend.documents import OrderEvent
 from backend.errors import AppError
 from backend.events.consumer import Consumer
 from backend.events.dead import DeadLetters
-from backend.events.stream import FOR_FIELD, EventStream
+from backend.events.stream import FOR_FIELD, EventStream, stop_if_cancelled
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,21 +101,24 @@ class Runner:
         while True:
             beat()
             try:
-                await self._ensure_group()
+                await self.ensure_group()
                 while True:
                     await self._round()
+                    stop_if_cancelled()
                     beat()
                     self._recovered()
             except ResponseError as exc:
                 if not str(exc).startswith("NOGROUP"):
                     raise
+                stop_if_cancelled()
                 log.warning("%s: the group is gone from Redis; creating it again", self.group)
             except (RedisError, OSError) as exc:
+                stop_if_cancelled()
                 self._unavailable(exc)
                 await asyncio.sleep(backoff.delay(uptime=time.monotonic() - since))
                 since = time.monotonic()
 
-    async def _ensure_group(self) -> None:
+    async def ensure_group(self) -> None:
         """The group at the stream's end the first time (a new group acts on events from
         now on, not on the stream's history); from its start if it vanished since (Redis
         lost its data: the stream holds only what came after)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from backend.events.stream import EventStream
+from backend.events.stream import EventStream, stop_if_cancelled
 from database import Database
 
 log = logging.getLogger(__name__)
@@ -113,5 +113,6 @@ class StatusWatch:
     async def run(self, beat: Callable[[], None], every: float = WATCH_SECONDS) -> None:
         while True:
             await self.read()
+            stop_if_cancelled()
             beat()
             await asyncio.sleep(every)

@@ -7,6 +7,7 @@ A replayed dead letter also carries `"for": <group>`, so that only the group
 that failed it handles it again; every other group acks it at once.
 """
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,18 @@ ENTRY_FIELD = b"event"
 FOR_FIELD = b"for"
 
 Fields = dict[FieldT, EncodableT]
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop.
+
+    redis-py (8.1) sometimes loses a task's cancellation that lands while a
+    stream command's reply arrives: the command returns, or fails as a closed
+    connection, and the task runs on. A loop that talks to Redis calls this
+    after each round, so that stopping a node never hangs on it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 @dataclass(frozen=True)
