@@ -916,7 +916,11 @@ $$;
 
 -- Claims the notification for an event before it is sent: the first claim
 -- answers {"claimed": true}; a later one sees what happened ({"claimed":
--- false, "status": ...}), so a redelivered event sends nothing twice.
+-- false, "status": ...}), so a redelivered event sends nothing twice. A claim
+-- that is not the caller's says how old it is, so that a worker finding
+-- another's claim still `sending` can tell a sender at work from one that
+-- died between its claim and its finish, and send again only after the
+-- claim idle time.
 create function public.claim_notification(
   p_event_id uuid, p_order_id uuid, p_recipient text, p_subject text
 ) returns jsonb
@@ -932,7 +936,9 @@ begin
     return jsonb_build_object('claimed', true, 'id', v.id);
   end if;
   select * into v from public.notifications where event_id = p_event_id;
-  return jsonb_build_object('claimed', false, 'id', v.id, 'status', v.status);
+  return jsonb_build_object('claimed', false, 'id', v.id, 'status', v.status,
+                            'claimed_at', v.created_at,
+                            'age_seconds', extract(epoch from now() - v.created_at));
 end
 $$;
 
