@@ -417,7 +417,7 @@ begin
 end
 $$;
 
--- The batch names its node for the low-stock events its updates announce.
+-- An order's shape, now with its payment method's.
 create or replace function private.order_shape_problem(p_order jsonb, p_max_lines integer)
 returns jsonb
 language plpgsql immutable set search_path = '' as $$
@@ -451,6 +451,7 @@ begin
 end
 $$;
 
+-- The batch names its node for the low-stock events its updates announce.
 create or replace function public.place_orders(
   p_orders jsonb, p_node text default null, p_hold_seconds integer default 900,
   p_fee_bps integer default 0, p_max_lines integer default 100
