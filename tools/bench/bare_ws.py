@@ -17,12 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 from backend.embedded import HOST, free_port
-from tools.bench import BenchError
+from tools.bench import BenchError, child
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,26 +109,16 @@ class BareWs:
 
     @property
     def pid(self) -> int:
-        if self.process is None:
-            raise BenchError("the bare websockets server is not running")
-        return self.process.pid
+        return child.pid_of(self.process, "the bare websockets server")
 
     def rss(self) -> int:
-        return int(psutil.Process(self.pid).memory_info().rss)
+        return child.rss(self.pid)
 
     def cpu(self) -> float:
-        times = psutil.Process(self.pid).cpu_times()
-        return float(times.user + times.system)
+        return child.cpu(self.pid)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        child.stop(self.process, timeout=10)
 
 
 if __name__ == "__main__":

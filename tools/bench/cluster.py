@@ -19,7 +19,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import psutil
 
 from backend import credentials, migrate
 from backend.auth import mint
@@ -27,7 +26,7 @@ from backend.credentials import Credentials
 from backend.embedded import HOST, EmbeddedPostgres, EmbeddedRedis, free_port
 from backend.node_process import UVICORN_WS_FLAGS
 from backend.settings import Settings
-from tools.bench import BenchError
+from tools.bench import BenchError, child
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_APP = "backend.main:app"
@@ -90,26 +89,16 @@ class Server:
 
     @property
     def pid(self) -> int:
-        if self.process is None:
-            raise BenchError(f"{self.name} is not running")
-        return self.process.pid
+        return child.pid_of(self.process, self.name)
 
     def rss(self) -> int:
-        return int(psutil.Process(self.pid).memory_info().rss)
+        return child.rss(self.pid)
 
     def cpu(self) -> float:
-        times = psutil.Process(self.pid).cpu_times()
-        return float(times.user + times.system)
+        return child.cpu(self.pid)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        child.stop(self.process, timeout=15)
 
 
 @dataclass
