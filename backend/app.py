@@ -22,6 +22,7 @@ from backend.node import Node, State
 from backend.notify.storage import open_receipts
 from backend.reads import CachedReads
 from backend.routers import (
+    admin,
     health,
     keys,
     live,
@@ -158,7 +159,19 @@ def create_app(settings: Settings, *, span_exporter: "SpanExporter | None" = Non
         )
     app.add_middleware(SocketLane, path="/ws", endpoint=live.live)  # sockets skip the rest
     app.add_middleware(logs.RequestIdMiddleware)  # outermost: every log line has the id
-    routers = (products, orders, refunds, receipts, payments, webhooks, keys, live, health, metrics)
+    routers = (
+        products,
+        orders,
+        refunds,
+        receipts,
+        payments,
+        webhooks,
+        admin,
+        keys,
+        live,
+        health,
+        metrics,
+    )
     for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -306,6 +306,56 @@ class OrderTimeline(BaseModel):
     items: list[OrderEvent]
 
 
+class DeadLetter(BaseModel):
+    id: int
+    consumer: str = Field(description="The consumer group that failed it.")
+    event_id: UUID | None
+    stream_id: str = Field(
+        description="Its entry on the events stream; `replay` if a replay could not add it."
+    )
+    payload: dict[str, object] = Field(description="The event, as the consumer was given it.")
+    error: str = Field(description="The last attempt's error.")
+    attempts: int
+    created_at: datetime
+    replayed_at: datetime | None
+
+
+class DeadLetterList(BaseModel):
+    items: list[DeadLetter] = Field(description="Oldest first.")
+
+
+class ReplayedDeadLetter(BaseModel):
+    id: int
+    consumer: str
+    event_id: UUID | None
+
+
+class DeadLetterReplay(BaseModel):
+    items: list[ReplayedDeadLetter] = Field(
+        description="Back on the stream, each for the group that failed it (the others"
+        " ack it unseen); marked replayed."
+    )
+
+
+class StreamGroup(BaseModel):
+    name: str = Field(description="The consumer group (one per consumer).")
+    consumers: int = Field(description="Nodes that have read as this group.")
+    pending: int = Field(description="Delivered and not yet acked: in hand or to be retried.")
+    lag: int = Field(description="Entries not yet delivered to the group.")
+    lag_capped: bool = Field(description="`lag` was counted up to its cap: at least that many.")
+    last_delivered_id: str
+
+
+class LifecycleStatus(BaseModel):
+    outbox_pending: int = Field(description="Events committed and not yet on the stream.")
+    outbox_oldest_seconds: float = Field(description="Age of the oldest of them.")
+    dead_letters: int = Field(description="Dead letters waiting for a replay.")
+    stream: str | None = Field(description="The stream's key; null without Redis.")
+    stream_length: int | None
+    groups: list[StreamGroup]
+    problem: str | None = Field(description="Why the stream's figures are missing, if they are.")
+
+
 class OrderPage(BaseModel):
     items: list[Order]
     next: str | None = Field(description="Pass as `cursor` for the next page.")
@@ -349,6 +399,7 @@ ERROR_STATUS: dict[str, int] = {
     "DATABASE_FORBIDDEN": 503,
     "NOT_READY": 503,
     "STORAGE_UNAVAILABLE": 503,
+    "STREAM_UNAVAILABLE": 503,
 }
 _STATUS_TEXT = {
     401: "No credentials, or ones that do not hold (expired, revoked, forged)",

@@ -39,10 +39,14 @@ async def place(db: PostgresDatabase, count: int, quantity: int = 1) -> list[str
     return ids
 
 
+async def entries(stream: EventStream, key: str | None = None) -> list[tuple[bytes, Fields]]:
+    """Every entry on the stream (or the one named `key`): id and fields."""
+    return cast(list[tuple[bytes, Fields]], await stream.redis.xrange(key or stream.name))
+
+
 async def on_stream(stream: EventStream, key: str | None = None) -> list[OrderEvent]:
     """Every event on the stream (or the one named `key`), in stream order."""
-    entries = await stream.redis.xrange(key or stream.name)
-    events = [stream.decode(fields) for _, fields in cast(list[tuple[bytes, Fields]], entries)]
+    events = [stream.decode(fields) for _, fields in await entries(stream, key)]
     assert all(event is not None for event in events)
     return [event for event in events if event is not None]
 

@@ -20,6 +20,7 @@ from tests.support import ADMIN, Node, bearer, make_product, node_settings, run_
 ORDER = "00000000-0000-0000-0000-000000000001"
 KEY = "00000000-0000-0000-0000-000000000002"
 HOOK = "00000000-0000-0000-0000-000000000003"
+DEAD = "424242"  # a dead letter's id
 
 # Callers, in the order of the columns below.
 CALLERS = ("anonymous", "customer", "staff", "admin", "key_all", "key_none")
@@ -59,6 +60,10 @@ EXPECTED: dict[tuple[str, str], tuple[int | str, ...]] = {
     ("GET", "/admin/webhooks"): ADMINS,
     ("GET", "/admin/webhooks/deliveries"): ADMINS,
     ("DELETE", f"/admin/webhooks/{HOOK}"): ADMINS,
+    ("GET", "/admin/dead-letters"): ADMINS,
+    ("POST", "/admin/dead-letters/replay"): ADMINS,
+    ("POST", f"/admin/dead-letters/{DEAD}/replay"): ADMINS,
+    ("GET", "/admin/lifecycle"): ADMINS,
     ("POST", "/payments/webhook"): (OK,) * 6,  # the signature is the credential
     ("GET", "/metrics"): WRITE,
     ("GET", "/whoami"): ALL,
@@ -162,6 +167,7 @@ def test_every_route_of_the_app_has_a_rule_and_every_rule_a_route() -> None:
     unlisted |= {("GET", "/redoc"), ("GET", "/openapi.json"), ("WEBSOCKET", "/ws")}
     assert routes | unlisted == set(POLICY)
     templates = {ORDER: "{order_id}", KEY: "{key_id}", HOOK: "{endpoint_id}", "SKU-1": "{sku}"}
+    templates[DEAD] = "{dead_letter_id}"
     assert {(m, _template(p, templates)) for m, p in EXPECTED} | {
         ("GET", "/docs/oauth2-redirect"),
         ("GET", "/redoc"),

@@ -97,6 +97,11 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("GET", "/admin/webhooks"): scoped("events:manage"),
     ("GET", "/admin/webhooks/deliveries"): scoped("events:manage"),
     ("DELETE", "/admin/webhooks/{endpoint_id}"): scoped("events:manage"),
+    # The events stream: dead letters, their replay, how far behind it is.
+    ("GET", "/admin/dead-letters"): scoped("events:manage"),
+    ("POST", "/admin/dead-letters/replay"): scoped("events:manage"),
+    ("POST", "/admin/dead-letters/{dead_letter_id}/replay"): scoped("events:manage"),
+    ("GET", "/admin/lifecycle"): scoped("events:manage"),
 }
 
 

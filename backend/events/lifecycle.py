@@ -14,7 +14,7 @@ from backend.events.dead import DeadLetters
 from backend.events.registry import consumers
 from backend.events.relay import Relay
 from backend.events.runner import Runner
-from backend.events.status import WATCH_SECONDS, LifecycleStatus, StatusWatch, read_status
+from backend.events.status import WATCH_SECONDS, LifecycleStatus, StatusWatch
 from backend.events.stream import EventStream
 from backend.supervisor import Supervisor
 
@@ -37,7 +37,6 @@ class Lifecycle:
                 settings.channel_prefix,
                 settings.stream_maxlen,
             )
-        self._db = node.db
         self.dead = DeadLetters(node.db, self.stream)
         self.status = StatusWatch(node.db, self.stream)
         self.runners: list[Runner] = []
@@ -89,7 +88,8 @@ class Lifecycle:
         )
 
     async def read_status(self) -> LifecycleStatus:
-        return await read_status(self._db, self.stream)
+        """Read now (and so refresh what /metrics shows)."""
+        return await self.status.read()
 
     async def replay(self, dead_letter_id: int | None) -> list[Json]:
         return await self.dead.replay(dead_letter_id)
