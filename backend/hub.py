@@ -26,7 +26,7 @@ from cachetools import TTLCache
 
 from backend.backoff import Backoff
 from backend.cache import Outcome, StockCache
-from backend.documents import Change, Json, Order
+from backend.documents import Change, Json, Order, OrderEvent
 from backend.errors import AppError
 
 if TYPE_CHECKING:
@@ -400,6 +400,16 @@ class Hub:
             mailbox.say(error(exc.code, exc.message))
             return
         mailbox.say(encode({"type": "order", "order": order}))
+
+    def order_event(self, event: OrderEvent) -> None:
+        """An order's event off the stream (`backend.events.tail`), to the clients that
+        follow that order here, encoded once. Following already checked who may."""
+        order_id = event["order_id"]
+        if order_id is None or not (followers := self._followers.get(order_id)):
+            return
+        text = encode({"type": "order_event", "event": event})
+        for mailbox in followers:
+            mailbox.say(text)
 
     def unfollow(self, mailbox: Mailbox, order_id: UUID) -> None:
         key = str(order_id)

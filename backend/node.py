@@ -20,6 +20,7 @@ from backend.cache import StockCache
 from backend.documents import Change
 from backend.errors import AppError
 from backend.events.lifecycle import Lifecycle
+from backend.events.tail import Tail
 from backend.hub import Hub
 from backend.metrics import Metrics
 from backend.migrate import load_migrations
@@ -166,6 +167,11 @@ class Node:
         if self.bus is not None:
             self.supervisor.start("bus-listener", self.bus.run_listener)
         self.events.start(self.supervisor)
+        if (stream := self.events.stream) is not None:
+            tail = Tail(stream, self.hub.order_event)
+            self.supervisor.start(
+                "events-tail", lambda: tail.run(self._beat("events-tail")), stall_after=stall
+            )
         log.info(
             "node %s serving %d products (%s mode, %s)",
             settings.node_id,

@@ -33,7 +33,8 @@ async def whoami(principal: PrincipalDep) -> dict[str, object]:
 
 @router.get("/info")
 async def info(db: DatabaseDep, settings: SettingsDep) -> dict[str, Any]:
-    """What the dashboard needs to preview an order on this node."""
+    """What the dashboard needs to preview an order on this node, and how it is paid:
+    with the `simulated` provider the order form offers its test methods."""
     return {
         "node": settings.node_id,
         "mode": db.mode,
@@ -41,6 +42,7 @@ async def info(db: DatabaseDep, settings: SettingsDep) -> dict[str, Any]:
         "hold_seconds": settings.hold_seconds,
         "max_order_lines": settings.max_order_lines,
         "public_catalog": settings.public_catalog,
+        "payment_provider": settings.payment_provider,
         "auth": (
             {"supabase_url": settings.supabase_url, "anon_key": settings.supabase_anon_key}
             if settings.supabase_url and settings.supabase_anon_key

@@ -1,7 +1,9 @@
 """`/ws`: a snapshot of the subscribed products, then every change as it is applied here.
 
 Messages to the client: `snapshot`, `stock` (the Redis message shape), `order`
-(for orders the client follows), `ping`, `pong`, `reconnect`, `error`.
+and `order_event` (for orders the client follows: the order as it is now, and
+each event of its lifecycle off the events stream), `ping`, `pong`,
+`reconnect`, `error`.
 Messages from the client (JSON text): `{"type": "auth", "token": "..."}`,
 `{"type": "subscribe", "skus": [...] | null}`, `{"type": "follow", "order_id": "..."}`,
 `{"type": "unfollow", "order_id": "..."}`, `{"type": "ping"}`.
