@@ -10,6 +10,7 @@ import redis.asyncio as redis
 
 from backend.embedded import EmbeddedRedis
 from backend.events.stream import FOR_FIELD, EventStream
+from backend.node import Node
 from database import PostgresDatabase
 from tests.events_kit import entries, on_stream, stream_on
 from tests.support import bearer, make_product, node_settings, run_node, token, until
@@ -139,3 +140,9 @@ async def test_without_redis_events_wait_in_the_outbox_and_replay_is_refused(
         assert (refused.status_code, refused.json()["code"]) == (503, "STREAM_UNAVAILABLE")
         metrics = (await node.client.get("/metrics")).text
         assert "orderflow_outbox_pending " in metrics
+
+
+def test_a_node_refuses_to_start_with_an_unknown_consumer(database_url: str) -> None:
+    settings = node_settings(database_url, workers="payments,paymnts")
+    with pytest.raises(ValueError, match=r"WORKERS names unknown consumers \['paymnts'\]"):
+        Node(settings, PostgresDatabase(database_url))

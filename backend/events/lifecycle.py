@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from backend.documents import Json
 from backend.events.dead import DeadLetters
-from backend.events.registry import consumers
+from backend.events.registry import check, consumers
 from backend.events.relay import Relay
 from backend.events.runner import Runner
 from backend.events.status import WATCH_SECONDS, LifecycleStatus, StatusWatch
@@ -29,6 +29,7 @@ _STALL_SECONDS = 30.0  # a round that blocks longer than this is stuck
 class Lifecycle:
     def __init__(self, node: "Node") -> None:
         settings = node.settings
+        check(settings.worker_names)
         self.stream: EventStream | None = None
         if node.bus is not None and settings.bus_key is not None:
             self.stream = EventStream(

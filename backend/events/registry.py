@@ -25,10 +25,15 @@ def consumers(node: "Node") -> list[Consumer]:
     return [build(name, node) for name in node.settings.worker_names]
 
 
-def build(name: str, node: "Node") -> Consumer:
-    """One consumer by its name; an unknown name is a start-up error."""
-    if name not in KNOWN:
+def check(names: list[str]) -> None:
+    """An unknown name is a start-up error, with or without Redis to run it."""
+    if unknown := [name for name in names if name not in KNOWN]:
         known = ", ".join(KNOWN)
-        raise ValueError(f"WORKERS names an unknown consumer {name!r} (known: {known})")
+        raise ValueError(f"WORKERS names unknown consumers {unknown} (known: {known})")
+
+
+def build(name: str, node: "Node") -> Consumer:
+    """One consumer by its name."""
+    check([name])
     module, cls = KNOWN[name]
     return cast(Consumer, getattr(importlib.import_module(module), cls)(node))

@@ -88,6 +88,7 @@ class Runner:
         self._next_claim = 0.0
         self._had_group = False
         self._warned_at = -_WARN_EVERY
+        self._beat: Callable[[], None] = lambda: None
 
     def retry_delay(self, attempt: int) -> float:
         """The wait after failed attempt `attempt` (1-based)."""
@@ -96,6 +97,7 @@ class Runner:
     async def run(self, beat: Callable[[], None]) -> None:
         """Work until cancelled. Redis being away is waited out here (the node still
         takes orders); a database error ends the loop, for the supervisor to report."""
+        self._beat = beat  # also after each entry: a batch of slow handlers is progress
         backoff = Backoff(first=0.1, most=5.0)
         since = time.monotonic()
         while True:
@@ -209,6 +211,7 @@ class Runner:
             entry_id = raw_id.decode()
             if await self._handle(entry_id, fields, attempt):
                 done.append(entry_id)
+            self._beat()
         if done:
             await self._redis.xack(self._stream.name, self.group, *done)
 
