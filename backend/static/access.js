@@ -12,6 +12,7 @@ const NOBODY = {
   confirm: false,
   catalog: false,
   ledger: false,
+  events: false,
 };
 
 export function access(principal) {
@@ -27,6 +28,7 @@ export function access(principal) {
     confirm: scopes.has("orders:manage"),
     catalog: scopes.has("catalog:write"),
     ledger: scopes.has("ledger:read"),
+    events: scopes.has("events:manage"),
   };
 }
 

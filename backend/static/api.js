@@ -30,10 +30,12 @@ export function useAuth(hooks) {
   auth = hooks;
 }
 
-/** `token`: send this credential (or none, with null) instead of the session's. */
-export async function request(method, path, { body, headers = {}, token } = {}) {
+/** `token`: send this credential (or none, with null) instead of the session's;
+ *  `text`: the answer is text (a receipt), not JSON. */
+export async function request(method, path, { body, headers = {}, token, text = false } = {}) {
   const bearer = token === undefined ? await auth.bearer() : token;
-  const init = { method, headers: { Accept: "application/json", ...headers } };
+  const accept = text ? "text/plain" : "application/json";
+  const init = { method, headers: { Accept: accept, ...headers } };
   if (bearer) init.headers.Authorization = `Bearer ${bearer}`;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -50,6 +52,7 @@ export async function request(method, path, { body, headers = {}, token } = {}) 
         : "the server cannot be reached";
     throw new ApiError(0, "NETWORK_ERROR", why);
   }
+  if (text && response.ok) return response.text();
   const data = await response.json().catch(() => null);
   if (response.ok) return data;
   const error =
@@ -74,6 +77,14 @@ export const api = {
     request("POST", "/orders", { body, headers: { "Idempotency-Key": idempotencyKey } }),
   confirmOrder: (id) => request("POST", `/orders/${encodeURIComponent(id)}/confirm`),
   cancelOrder: (id) => request("POST", `/orders/${encodeURIComponent(id)}/cancel`),
+  timeline: (id) => request("GET", `/orders/${encodeURIComponent(id)}/events`),
+  receipt: (id) =>
+    request("GET", `/orders/${encodeURIComponent(id)}/receipt?format=text`, { text: true }),
+  lifecycle: () => request("GET", "/admin/lifecycle"),
+  deadLetters: (limit = 50) => request("GET", `/admin/dead-letters?limit=${limit}`),
+  replayDeadLetter: (id) =>
+    request("POST", `/admin/dead-letters/${encodeURIComponent(id)}/replay`),
+  replayAllDeadLetters: () => request("POST", "/admin/dead-letters/replay"),
   createProduct: (product) => request("POST", "/products", { body: product }),
   adjustStock: (sku, delta, reason) =>
     request("POST", `/products/${encodeURIComponent(sku)}/adjustments`, {

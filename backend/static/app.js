@@ -9,6 +9,7 @@ import { Checkout } from "./checkout.js";
 import { EventFeed } from "./feed.js";
 import { countdown, h } from "./format.js";
 import { OrderHistory } from "./history.js";
+import { LifecyclePanel } from "./lifecycle.js";
 import { LiveClient } from "./live.js";
 import { OrderPanel } from "./order.js";
 import { Session } from "./session.js";
@@ -52,7 +53,12 @@ function panels(live, session) {
     filter: $("stock-filter"),
     onManage: (sku) => admin.openManage(sku),
   });
-  const orders = new OrderPanel({ root: $("order-panel"), live, toast });
+  const orders = new OrderPanel({
+    root: $("order-panel"),
+    live,
+    toast,
+    receiptDialog: $("receipt-dialog"),
+  });
   const history = new OrderHistory({ root: $("orders-card"), onOpen: (o) => orders.show(o) });
   const checkout = new Checkout({
     form: $("checkout-form"),
@@ -79,7 +85,8 @@ function panels(live, session) {
   $("admin-new-product").addEventListener("click", () => admin.openNew());
   $("checkout-sign-in").addEventListener("click", () => signIn.open());
   const feed = new EventFeed($("event-feed"));
-  return { table, orders, history, checkout, admin, signIn, feed };
+  const lifecycle = new LifecyclePanel({ root: $("lifecycle-card"), toast });
+  return { table, orders, history, checkout, admin, signIn, feed, lifecycle };
 }
 
 /** Show each panel as this caller may use it. */
@@ -91,6 +98,7 @@ function applyAccess(p, principal) {
   p.checkout.setAccess(principal, can);
   p.orders.setAccess(can);
   p.history.setAccess(can);
+  p.lifecycle.setAccess(can);
   $("feed-note").textContent = can.ledger ? "newest first" : "live changes, newest first";
   return can;
 }
@@ -139,6 +147,7 @@ function main() {
         showNode(message.node);
         p.table.replace(message.products);
         loadEvents(p.feed, can);
+        p.orders.reload(); // events may have gone by while the socket was down
         break;
       case "stock":
         p.table.apply(message);
@@ -147,6 +156,9 @@ function main() {
       case "order":
         p.orders.update(message.order);
         p.history.update(message.order);
+        break;
+      case "order_event":
+        p.orders.event(message.event);
         break;
       case "error":
         if (message.code === "UNAUTHENTICATED" && !session.signedIn) p.signIn.showNotice(PRIVATE);

@@ -11,6 +11,8 @@ export class Checkout {
     this.gate = gate;
     this.fields = form.querySelector("[data-role=fields]");
     this.customerField = form.querySelector("[data-role=customer-field]");
+    this.paymentField = form.querySelector("[data-role=payment-field]");
+    this.payment = form.querySelector("[name=payment_method]");
     this.info = info;
     this.table = table;
     this.onOrder = onOrder;
@@ -47,8 +49,10 @@ export class Checkout {
     });
   }
 
+  /** The simulated provider's test methods are offered only where the node uses it. */
   setInfo(info) {
     this.info = info;
+    this.paymentField.hidden = info?.payment_provider !== "simulated";
     this.preview();
   }
 
@@ -145,6 +149,7 @@ export class Checkout {
     const body = { items };
     const customer = this.customer.value.trim();
     if (customer) body.customer_id = customer;
+    if (!this.paymentField.hidden) body.payment_method = this.payment.value;
     return { body };
   }
 

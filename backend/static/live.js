@@ -44,7 +44,7 @@ export class LiveClient extends EventTarget {
   }
 
   unfollow(orderId) {
-    this.follows.delete(orderId);
+    if (this.follows.delete(orderId)) this.send({ type: "unfollow", order_id: orderId });
   }
 
   send(message) {

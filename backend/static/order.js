@@ -1,18 +1,22 @@
-// The order just placed: its state followed live over the WebSocket, a
-// countdown to the end of its hold, and Confirm / Cancel.
+// The order just placed (or picked from the list): its state followed live over
+// the WebSocket, a countdown to the end of its hold, Confirm / Cancel, its
+// timeline as it happens, and its receipt once sent.
 
 import { api, describe } from "./api.js";
 import { clock, countdown, h, money } from "./format.js";
+import { Timeline } from "./timeline.js";
 
 const LABELS = {
   pending: "Pending \u00b7 stock held",
   confirmed: "Confirmed \u00b7 sold",
   cancelled: "Cancelled \u00b7 released",
   expired: "Expired \u00b7 released",
+  refunded: "Refunded",
+  partially_refunded: "Partly refunded",
 };
 
 export class OrderPanel {
-  constructor({ root, live, toast }) {
+  constructor({ root, live, toast, receiptDialog }) {
     this.root = root;
     this.live = live;
     this.toast = toast;
@@ -27,9 +31,20 @@ export class OrderPanel {
       confirm: root.querySelector("[data-role=order-confirm]"),
       cancel: root.querySelector("[data-role=order-cancel]"),
       error: root.querySelector("[data-role=order-error]"),
+      receipt: root.querySelector("[data-role=order-receipt]"),
     };
+    this.timeline = new Timeline({
+      root: root.querySelector("[data-role=order-timeline]"),
+      onReceipt: () => {
+        this.el.receipt.hidden = false;
+      },
+    });
+    this.receipt = new ReceiptDialog(receiptDialog);
     this.el.confirm.addEventListener("click", () => this.act("confirm"));
     this.el.cancel.addEventListener("click", () => this.act("cancel"));
+    this.el.receipt.addEventListener("click", () => {
+      if (this.order) this.receipt.open(this.order.id);
+    });
   }
 
   /** Confirm is for staff and keys with orders:manage; customers cancel their own. */
@@ -44,17 +59,32 @@ export class OrderPanel {
     if (this.order) this.live.unfollow(this.order.id);
     clearInterval(this.timer);
     this.order = null;
+    this.timeline.clear();
     this.root.hidden = true;
   }
 
-  /** A new order to show and follow. */
+  /** A new order to show and follow: its status and its timeline, live, for as long as
+   *  it is shown (a confirmed order still gets its receipt, and maybe refunds). */
   show(order) {
-    if (this.order && this.order.id !== order.id) this.live.unfollow(this.order.id);
+    const same = this.order?.id === order.id;
+    if (this.order && !same) this.live.unfollow(this.order.id);
     this.order = null;
+    if (!same) this.el.receipt.hidden = true;
     this.update(order);
     this.root.hidden = false;
-    if (order.status === "pending") this.live.follow(order.id);
+    this.live.follow(order.id);
+    this.timeline.load(order.id);
     this.root.scrollIntoView({ block: "nearest", behavior: "smooth" });
+  }
+
+  /** An `order_event` off the socket. */
+  event(event) {
+    this.timeline.add(event);
+  }
+
+  /** After a reconnect: events may have gone by meanwhile. */
+  reload() {
+    if (this.order) this.timeline.load(this.order.id);
   }
 
   /** News about an order (from the socket or an action's answer); older news is ignored. */
@@ -65,7 +95,6 @@ export class OrderPanel {
     }
     this.order = order;
     this.render();
-    if (order.status !== "pending") this.live.unfollow(order.id);
   }
 
   render() {
@@ -134,6 +163,32 @@ export class OrderPanel {
       this.render();
     } finally {
       button.removeAttribute("aria-busy");
+    }
+  }
+}
+
+/** The receipt as the customer was mailed it, in plain text (the node serves it only
+ *  with the caller's credential, so it is fetched, not linked). */
+class ReceiptDialog {
+  constructor(dialog) {
+    this.dialog = dialog;
+    this.text = dialog.querySelector("[data-role=text]");
+    this.error = dialog.querySelector("[data-role=error]");
+    for (const close of dialog.querySelectorAll("[data-role=close]"))
+      close.addEventListener("click", () => dialog.close());
+  }
+
+  async open(orderId) {
+    this.text.textContent = "Loading\u2026";
+    this.error.hidden = true;
+    if (!this.dialog.open) this.dialog.showModal();
+    try {
+      this.text.textContent = await api.receipt(orderId);
+    } catch (error) {
+      const { title, lines } = describe(error);
+      this.text.textContent = "";
+      this.error.replaceChildren(h("strong", {}, title), " ", lines.join(" "));
+      this.error.hidden = false;
     }
   }
 }
