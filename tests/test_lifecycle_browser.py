@@ -111,7 +111,8 @@ async def test_the_timeline_fills_in_live_as_the_order_is_paid(
             ) as placing:
                 await page.get_by_test_id("checkout-submit").click()
             sent = (await placing.value).post_data_json
-            assert sent is not None and sent["payment_method"] == "test_ok"
+            assert sent is not None
+            assert sent["payment_method"] == "test_ok"
 
             timeline = page.get_by_test_id("order-timeline")
             items = timeline.locator("li")
