@@ -8,15 +8,18 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from subprocess import PIPE
 
 import pytest
 import redis.asyncio as redis
 import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -28,7 +31,7 @@ from backend.embedded import EmbeddedRedis
 from backend.seal import unseal
 from backend.settings import Settings
 from backend.tracing import Tracing
-from database import PostgresDatabase, TracedDatabase
+from database import Json, PostgresDatabase, TracedDatabase
 from tests.support import BUS_KEY, Node, eventually, node_settings, run_node
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,19 +209,19 @@ def node_of(sealed: bytes) -> str:
     return node
 
 
-# A node with tracing off, in a process of its own: what it imported of OpenTelemetry
-# beyond what its libraries import on their own (FastAPI its API, redis-py the SDK's
-# metrics when installed), and what its parts are.
-OFF_NODE = """
+# A node in a process of its own, as the environment sets it up: what it imported of
+# OpenTelemetry beyond what its libraries import on their own (FastAPI its API,
+# redis-py the SDK's metrics when installed), and what its parts are.
+NODE = """
 import asyncio, json, sys
 import fastapi, redis.asyncio
 before = {m for m in sys.modules if m.startswith("opentelemetry")}
 from tests.support import eventually, node_settings, run_node
 
 async def main(database_url, redis_url, prefix):
-    settings = node_settings(database_url, "node-off", redis_url=redis_url, channel_prefix=prefix)
+    settings = node_settings(database_url, "node-own", redis_url=redis_url, channel_prefix=prefix)
     async with run_node(settings) as node:
-        body = {"sku": "OFF-1", "name": "Off", "price_cents": 1, "on_hand": 1}
+        body = {"sku": "OWN-1", "name": "Own", "price_cents": 1, "on_hand": 1}
         assert (await node.client.post("/products", json=body)).status_code == 201
         bus = node.state["bus"]
         await eventually(lambda: bus.stats.published == 1, 5, "published")
@@ -232,13 +235,12 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
-async def test_with_tracing_off_a_node_imports_no_opentelemetry_and_wraps_nothing(
-    database_url: str, redis_server: EmbeddedRedis
-) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+async def own_process(database_url: str, redis_url: str, **otel: str) -> Json:
+    """Run NODE with the OTEL_* variables given (and no others); its report."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")} | otel
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     child = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-c", OFF_NODE, database_url, redis_server.url, prefix],
+        *[sys.executable, "-c", NODE, database_url, redis_url, prefix],
         cwd=ROOT,
         env=env,
         stdout=PIPE,
@@ -247,8 +249,71 @@ async def test_with_tracing_off_a_node_imports_no_opentelemetry_and_wraps_nothin
     async with asyncio.timeout(60):
         out, err = await child.communicate()
     assert child.returncode == 0, err.decode()
-    report = json.loads(out.decode().strip().splitlines()[-1])
+    report: Json = json.loads(out.decode().strip().splitlines()[-1])
+    return report
+
+
+async def test_with_tracing_off_a_node_imports_no_opentelemetry_and_wraps_nothing(
+    database_url: str, redis_server: EmbeddedRedis
+) -> None:
+    report = await own_process(database_url, redis_server.url)
     assert report == {"added": [], "parts": ["PostgresDatabase", "NoneType", "NoneType"]}
+
+
+class Collector(ThreadingHTTPServer):
+    """An OTLP/HTTP receiver of traces, as a collector's port 4318 takes them."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Receive)
+        self.requests: list[ExportTraceServiceRequest] = []
+
+
+class _Receive(BaseHTTPRequestHandler):
+    server: Collector
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf":
+            self.server.requests.append(ExportTraceServiceRequest.FromString(body))
+            self.send_response(200)
+        else:
+            self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+async def test_the_endpoint_alone_sends_a_nodes_spans_over_otlp_http(
+    database_url: str, redis_server: EmbeddedRedis
+) -> None:
+    collector = Collector()
+    thread = threading.Thread(target=collector.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
+        report = await own_process(
+            database_url,
+            redis_server.url,
+            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+            OTEL_SERVICE_NAME="shop",
+        )
+    finally:
+        collector.shutdown()
+        thread.join()
+        collector.server_close()
+    assert report["parts"] == ["TracedDatabase", "Tracing", "Tracing"]
+    names, resources = set(), set()
+    for request in collector.requests:
+        for resource_spans in request.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            resources.add((attributes["service.name"], attributes["service.instance.id"]))
+            for scope_spans in resource_spans.scope_spans:
+                names |= {span.name for span in scope_spans.spans}
+    assert resources == {("shop", "node-own")}
+    assert {"POST /products", "db create_product"} <= names
+    assert any(name.startswith("publish ") and name.endswith(CHANNEL) for name in names)
 
 
 def test_tracing_adds_no_layer_to_the_request_path(database_url: str) -> None:
