@@ -91,7 +91,8 @@ class RedisBus:
             socket_keepalive=True,
             health_check_interval=10,
         )
-        self._outbox: deque[str] = deque(maxlen=outbox_size)  # changes, encoded, unsealed
+        # Changes, encoded, unsealed (with tracing, each behind its publish's traceparent).
+        self._outbox: deque[str] = deque(maxlen=outbox_size)
         self._outbox_ready = asyncio.Event()
         self._sending = asyncio.Lock()  # one batch in flight: a flush waits for it
         self._on_message = on_message
