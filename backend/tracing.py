@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "orderflow"
+SERVICE_KEY = "service.name"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _HTTP_PROTOBUF = "http/protobuf"
 
@@ -170,9 +171,6 @@ class Tracing:
         if not trace.get_current_span().get_span_context().is_valid:
             return contextlib.nullcontext()
         return self.tracer.start_as_current_span(name, attributes=attributes())
-
-
-SERVICE_KEY = "service.name"
 
 
 def _resource(node_id: str) -> Resource:
