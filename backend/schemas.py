@@ -400,6 +400,7 @@ ERROR_STATUS: dict[str, int] = {
     "NOT_READY": 503,
     "STORAGE_UNAVAILABLE": 503,
     "STREAM_UNAVAILABLE": 503,
+    "STREAM_OFF": 409,
 }
 _STATUS_TEXT = {
     401: "No credentials, or ones that do not hold (expired, revoked, forged)",

@@ -137,7 +137,7 @@ async def test_without_redis_events_wait_in_the_outbox_and_replay_is_refused(
         assert (status["stream"], status["groups"]) == (None, [])
         assert status["problem"] == "no Redis: events wait in the outbox"
         refused = await node.client.post("/admin/dead-letters/replay")
-        assert (refused.status_code, refused.json()["code"]) == (503, "STREAM_UNAVAILABLE")
+        assert (refused.status_code, refused.json()["code"]) == (409, "STREAM_OFF")
         metrics = (await node.client.get("/metrics")).text
         assert "orderflow_outbox_pending " in metrics
 

@@ -49,8 +49,13 @@ class DeadLetters:
 
         Rows are marked replayed before their events are added; any that could not
         be added are kept again as new dead letters, so none is lost."""
-        if self._stream is None:
-            raise stream_unavailable("this node has no Redis: the events stream is off")
+        if self._stream is None:  # not a passing trouble: how the node is set up
+            raise AppError(
+                409,
+                "STREAM_OFF",
+                "this node runs without Redis: there is no events stream to replay onto;"
+                " events wait in the outbox",
+            )
         try:
             await self._stream.redis.ping()  # refuse before taking rows while Redis is away
         except (RedisError, OSError) as exc:

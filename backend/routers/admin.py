@@ -18,7 +18,7 @@ from backend.schemas import (
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 DeadLetterId = Annotated[int, Path(ge=1, description="The dead letter's `id`, as listed")]
-REPLAY = ("STREAM_UNAVAILABLE", *WRITE)
+REPLAY = ("STREAM_UNAVAILABLE", "STREAM_OFF", *WRITE)
 
 
 @router.get("/dead-letters", response_model=DeadLetterList, responses=errors(*REQUEST, *DATABASE))
