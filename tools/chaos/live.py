@@ -84,7 +84,10 @@ class LiveClient:
 
     def take(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        if kind == "snapshot":
+        if kind == "batch":  # several messages that were ready together, in order
+            for each in message["messages"]:
+                self.take(each)
+        elif kind == "snapshot":
             self.snapshots += 1
             self.gone.clear()
             self.products = {p["sku"]: _state(p, p["id"]) for p in message["products"]}
