@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID
 
+import asyncpg
 import redis.asyncio as redis
 
 from backend.documents import OrderEvent
@@ -118,3 +119,16 @@ async def running(*runners: Runner) -> AsyncIterator[list[asyncio.Task[None]]]:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def hold_the_relay(db: PostgresDatabase) -> None:
+    """No node relays until `let_the_relay_go`: the test holds the outbox's lease."""
+    assert (await db.claim_outbox("test-holds-the-lease", 1, 600))["leased"]
+
+
+async def let_the_relay_go(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("update public.relay_leases set expires_at = now() - interval '1s'")
+    finally:
+        await conn.close()

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from playwright.async_api import Browser, Request, expect
@@ -20,6 +19,7 @@ from playwright.async_api import Browser, Request, expect
 from backend.embedded import EmbeddedRedis
 from database import PostgresDatabase
 from tests.browser import chromium, new_page, open_dashboard, screenshot, sign_in_with_key
+from tests.events_kit import hold_the_relay, let_the_relay_go
 from tests.hooks import receiver
 from tests.mail import mail_sink
 from tests.support import ADMIN_TOKEN, eventually, node_settings, serve, token
@@ -51,19 +51,6 @@ async def add_product(client: httpx.AsyncClient, on_hand: int, price_cents: int)
     response = await client.post("/products", json={**body, "on_hand": on_hand})
     assert response.status_code == 201, response.text
     return sku
-
-
-async def hold_the_relay(db: PostgresDatabase) -> None:
-    """No node relays until `let_the_relay_go`: the test holds the outbox's lease."""
-    assert (await db.claim_outbox("test-holds-the-lease", 1, 600))["leased"]
-
-
-async def let_the_relay_go(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute("update public.relay_leases set expires_at = now() - interval '1s'")
-    finally:
-        await conn.close()
 
 
 def timeline_reads(request: Request) -> bool:

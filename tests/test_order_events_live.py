@@ -12,30 +12,17 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-import asyncpg
 from websockets.asyncio.client import ClientConnection, connect
 
 from backend.embedded import EmbeddedRedis
 from backend.embedded.smtp import MailSink
 from database import Json, PostgresDatabase
+from tests.events_kit import hold_the_relay, let_the_relay_go
 from tests.frames import unbatched
 from tests.mail import mail_sink
 from tests.support import ADMIN_TOKEN, bearer, make_product, node_settings, run_node, token
 
 LIFECYCLE = ["order.placed", "payment.succeeded", "order.confirmed", "notification.sent"]
-
-
-async def hold_the_relay(db: PostgresDatabase) -> None:
-    """No node relays until `let_the_relay_go`: the test holds the outbox's lease."""
-    assert (await db.claim_outbox("test-holds-the-lease", 1, 600))["leased"]
-
-
-async def let_the_relay_go(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute("update public.relay_leases set expires_at = now() - interval '1s'")
-    finally:
-        await conn.close()
 
 
 def same_instant(event: Json) -> Json:
