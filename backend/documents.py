@@ -104,6 +104,7 @@ class OrderEvent(TypedDict):
     at: str
     node: str
     body: Json
+    webhooks: NotRequired[bool]  # on the stream: an endpoint wanted its type when relayed
 
 
 class Snapshot(TypedDict):

@@ -407,7 +407,10 @@ class Hub:
         order_id = event["order_id"]
         if order_id is None or not (followers := self._followers.get(order_id)):
             return
-        text = encode({"type": "order_event", "event": event})
+        shown = {
+            key: value for key, value in event.items() if key != "webhooks"
+        }  # the relay's mark
+        text = encode({"type": "order_event", "event": shown})
         for mailbox in followers:
             mailbox.say(text)
 

@@ -209,3 +209,15 @@ async def test_an_unreachable_endpoint_fails_and_other_types_are_not_sent(
         await consumer.handle(event, 1)
     [row] = await deliveries(node, endpoint["id"])
     assert (row["status"], row["last_status_code"]) == ("pending", None)
+
+
+async def test_the_relay_marks_the_events_an_endpoint_wants(
+    node: Node, db: PostgresDatabase, consumer: WebhookConsumer
+) -> None:
+    await register(node, "http://127.0.0.1:9/hook", "order.confirmed")
+    confirmed = await confirmed_event(db)  # claimed from the outbox as the relay does
+    placed = await db.claim_outbox("test-relay", 1000, 30)
+    marks = {e["type"]: e.get("webhooks") for e in placed["events"]}
+    assert (confirmed.get("webhooks"), marks["order.placed"]) == (True, False)
+    assert consumer.wants(confirmed)
+    assert not consumer.wants({**confirmed, "type": "order.placed", "webhooks": False})

@@ -57,7 +57,9 @@ class WebhookConsumer:
         self._http: httpx.AsyncClient | None = None
 
     def wants(self, event: OrderEvent) -> bool:
-        return True  # whether anyone wants it is the endpoints' to say, in SQL
+        # The relay marks each event with whether an enabled endpoint wanted its
+        # type when it was relayed; an event without the mark is asked about in SQL.
+        return event.get("webhooks", True)
 
     async def handle(self, event: OrderEvent, attempt: int) -> None:
         owed = await self.db.webhook_deliveries_for(UUID(event["event_id"]), event["type"])

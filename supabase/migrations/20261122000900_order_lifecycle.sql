@@ -593,12 +593,15 @@ $$;
 
 -- Takes or renews the relay lease for p_holder and returns the oldest events
 -- not yet relayed; another holder's live lease answers {"leased": false}.
+-- Each event says whether a webhook endpoint wants its type as it is relayed
+-- (`webhooks`), so the webhooks consumer asks the database only for those.
 create function public.claim_outbox(
   p_holder text, p_limit integer default 100, p_lease_seconds integer default 10
 ) returns jsonb
 language plpgsql security definer set search_path = '' as $$
 declare
   v_holder text;
+  v_hooked text[];  -- the event types some enabled webhook endpoint wants
 begin
   insert into public.relay_leases (name, holder, expires_at)
   values ('outbox', p_holder, now() + make_interval(secs => p_lease_seconds))
@@ -610,8 +613,12 @@ begin
   if v_holder is null then
     return jsonb_build_object('leased', false, 'events', '[]'::jsonb);
   end if;
+  select coalesce(array_agg(distinct t), '{}') into v_hooked
+    from public.webhook_endpoints w, unnest(w.event_types) t
+   where w.disabled_at is null;
   return jsonb_build_object('leased', true, 'events', coalesce((
-    select jsonb_agg(private.event_json(e) order by e.seq)
+    select jsonb_agg(private.event_json(e)
+                     || jsonb_build_object('webhooks', e.type = any(v_hooked)) order by e.seq)
       from (select * from public.order_events
              where relayed_at is null
              order by seq
