@@ -361,6 +361,7 @@ def _raise_shutdown(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[cluster] %(message)s", stream=sys.stdout)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health poll otherwise
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: lines per connection
     args = parse_args(argv)
     try:
         settings = Settings(_env_file=ROOT / ".env")
