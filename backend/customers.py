@@ -21,9 +21,6 @@ class KnownCustomers:
         self._size = size
         self._seen: OrderedDict[str, None] = OrderedDict()
 
-    def __contains__(self, customer_id: str) -> bool:
-        return customer_id in self._seen
-
     async def remember(self, customer_id: str, email: str | None) -> None:
         """Upsert the customer unless this node already did. A failure is logged and
         tried again at their next order: the order they placed stands either way."""

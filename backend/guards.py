@@ -17,6 +17,15 @@ _TOO_LARGE = 413
 _DRAIN_AT_MOST = 16 * 1024 * 1024
 
 
+def first_header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """An ASGI scope's first header of that (lower-case) name, as Starlette reads it:
+    scanned, not copied into a dict, on paths that run for every request."""
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def _framing(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bool]:
     """The declared Content-Length, and whether a Transfer-Encoding streams the body."""
     declared, streamed = None, False

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.guards import first_header
+
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
@@ -78,10 +80,9 @@ MAX_REQUEST_ID = 128
 
 def given_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     """The client's `X-Request-ID`, if it is one we can log and echo safely."""
-    for name, value in headers:
-        if name == b"x-request-id":
-            given = value.decode("latin-1")
-            return given if 0 < len(given) <= MAX_REQUEST_ID and given.isprintable() else None
+    given = first_header(headers, b"x-request-id")
+    if given is not None and 0 < len(given) <= MAX_REQUEST_ID and given.isprintable():
+        return given
     return None
 
 

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend.auth.policy import rule_for
 from backend.errors import AppError
+from backend.guards import first_header
 from backend.node import Node
 from backend.schemas import SKU_PATTERN
 
@@ -58,16 +59,8 @@ class CachedReads:
         if body is None:
             return None
         try:
-            principal = await node.gate.principal(_authorization(scope["headers"]))
+            principal = await node.gate.principal(first_header(scope["headers"], b"authorization"))
             _RULE.check(principal, node.settings.public_catalog)
         except AppError:
             return None  # the route says why, in its own words
         return body
-
-
-def _authorization(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The first Authorization header, as Starlette's `Headers.get` reads it."""
-    for name, value in headers:
-        if name == b"authorization":
-            return value.decode("latin-1")
-    return None
