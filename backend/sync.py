@@ -67,26 +67,23 @@ class Sync:
         versions is expected and asks for nothing more. With tracing on, an apply
         within a trace (a request's write, a received message) is a span of it.
         """
-        # With tracing on, the apply is a span. The loop stays inline, so that off,
-        # an apply costs what it did before there was tracing.
-        span = None
-        if self.tracing is not None:
-            changes = list(changes)
-            span = self.tracing.within("apply", lambda: _attributes(changes, source))
-            span.__enter__()
-        try:
-            for change in changes:
-                if source == "bus" and self.cache.jump(change) > FAR_AHEAD:
-                    self.doubted += 1
-                    self._reread(change["sku"])
-                    continue
-                if source == "bus" and self.cache.early(change):  # a node's own writes show at once
-                    self._hold(change, source)
-                    continue
-                self._offer(change, source)
-        finally:
-            if span is not None:
-                span.__exit__(None, None, None)
+        if self.tracing is None:
+            self._apply(changes, source)
+            return
+        changes = list(changes)
+        with self.tracing.within("apply", lambda: _attributes(changes, source)):
+            self._apply(changes, source)
+
+    def _apply(self, changes: Iterable[Change], source: str) -> None:
+        for change in changes:
+            if source == "bus" and self.cache.jump(change) > FAR_AHEAD:
+                self.doubted += 1
+                self._reread(change["sku"])
+                continue
+            if source == "bus" and self.cache.early(change):  # a node's own writes show at once
+                self._hold(change, source)
+                continue
+            self._offer(change, source)
 
     def _offer(self, change: Change, source: str) -> None:
         outcome = self.cache.apply(change)
