@@ -20,6 +20,7 @@ from backend.guards import BodyLimit, DashboardHeaders
 from backend.lanes import SocketLane
 from backend.node import Node, State
 from backend.notify.storage import open_receipts
+from backend.order_lane import OrderLane
 from backend.reads import CachedReads
 from backend.routers import (
     admin,
@@ -144,6 +145,7 @@ def create_app(settings: Settings, *, span_exporter: "SpanExporter | None" = Non
     )
     app.state.settings = settings
     app.state.tracing = tracing
+    app.add_middleware(OrderLane)  # innermost, as the cached reads: before the route
     app.add_middleware(CachedReads)  # innermost: in front of the route it answers for
     handlers.install(app)  # next: an unexpected error becomes the one error shape
     app.add_middleware(DashboardHeaders, connect_to=[u for u in [settings.supabase_url] if u])

@@ -16,9 +16,15 @@ from backend.errors import AppError
 log = logging.getLogger(__name__)
 
 
+def error_response(error: AppError) -> JSONResponse:
+    """The one answer an `AppError` gets, wherever it was caught (`backend.order_lane`
+    catches its own, in front of the router)."""
+    return JSONResponse(error.body(), status_code=error.status, headers=_headers(error))
+
+
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return JSONResponse(exc.body(), status_code=exc.status, headers=_headers(exc))
+    return error_response(exc)
 
 
 def _headers(error: AppError) -> dict[str, str] | None:

@@ -24,13 +24,13 @@ from backend.auth.policy import rule_for
 from backend.errors import AppError
 from backend.guards import first_header
 from backend.node import Node
+from backend.replies import send_json
 from backend.schemas import SKU_PATTERN
 
 PREFIX = "/products/"
 ROUTE = "/products/{sku}"
 _SKU = re.compile(SKU_PATTERN)
 _RULE = rule_for("GET", ROUTE)
-_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 class CachedReads:
@@ -42,9 +42,7 @@ class CachedReads:
         if body is None:
             await self.app(scope, receive, send)
             return
-        headers = [(b"content-length", str(len(body)).encode()), _CONTENT_TYPE]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 200, body)
 
     async def _cached(self, scope: Scope) -> bytes | None:
         """The product's body, if this is a read the route would answer 200 with it."""
