@@ -401,6 +401,10 @@ class Hub:
             return
         mailbox.say(encode({"type": "order", "order": order}))
 
+    def follows(self, order_id: str) -> bool:
+        """Whether any client here follows the order (the events tail asks, per entry)."""
+        return order_id in self._followers
+
     def order_event(self, event: OrderEvent) -> None:
         """An order's event off the stream (`backend.events.tail`), to the clients that
         follow that order here, encoded once. Following already checked who may."""

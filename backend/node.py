@@ -168,7 +168,7 @@ class Node:
             self.supervisor.start("bus-listener", self.bus.run_listener)
         self.events.start(self.supervisor)
         if (stream := self.events.stream) is not None:
-            tail = Tail(stream, self.hub.order_event)
+            tail = Tail(stream, self.hub.order_event, self.hub.follows)
             self.supervisor.start(
                 "events-tail", lambda: tail.run(self._beat("events-tail")), stall_after=stall
             )

@@ -15,7 +15,7 @@ import redis.asyncio as redis
 from backend.documents import OrderEvent
 from backend.events.dead import DeadLetters
 from backend.events.runner import Runner
-from backend.events.stream import EventStream
+from backend.events.stream import EventStream, Hints
 from backend.settings import Settings
 from database import PostgresDatabase
 from tests.support import BUS_KEY, make_product
@@ -66,8 +66,11 @@ class Payments:
     attempts: list[tuple[str, int]] = field(default_factory=list)
     outcomes: list[bool] = field(default_factory=list)  # duplicate? per effect call
 
+    def might_want(self, hints: Hints) -> bool:
+        return hints.type == "order.placed"
+
     def wants(self, event: OrderEvent) -> bool:
-        return event["type"] == "order.placed"
+        return self.might_want(Hints.of(event))
 
     async def handle(self, event: OrderEvent, attempt: int) -> None:
         self.attempts.append((event["event_id"], attempt))
@@ -88,6 +91,9 @@ class Seen:
 
     name: str = "test-seen"
     events: list[str] = field(default_factory=list)
+
+    def might_want(self, hints: Hints) -> bool:
+        return True
 
     def wants(self, event: OrderEvent) -> bool:
         return True

@@ -5,13 +5,24 @@ nodes' BUS_KEY): anyone who can write to Redis could otherwise add an
 `order.placed` of their own making, and the payment worker would act on it.
 A replayed dead letter also carries `"for": <group>`, so that only the group
 that failed it handles it again; every other group acks it at once.
+
+Beside the seal, an entry carries plain hints for its readers: the event's
+`type`, its `order` id (when it has one) and `hooks` (`1` or `0`: whether an
+enabled webhook endpoint wanted its type when it was relayed; absent when the
+event does not say). Every node's consumer groups and tail read every entry,
+and most are of no use to most readers: the hints let a reader pass over an
+entry without checking its seal or decoding it. They serve only for skipping:
+a reader that acts on an entry unseals it and decides on the sealed event, so
+a forged hint can at most make a reader skip an entry, which anyone able to
+write to Redis could do anyway by deleting it. An entry without hints (added
+by a node from before them) is unsealed and decided on as a whole.
 """
 
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, cast
 
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
@@ -23,8 +34,39 @@ from backend.seal import seal, unseal
 STREAM = "order_events"
 ENTRY_FIELD = b"event"
 FOR_FIELD = b"for"
+TYPE_FIELD = b"type"
+ORDER_FIELD = b"order"
+HOOKS_FIELD = b"hooks"
 
 Fields = dict[FieldT, EncodableT]
+
+
+class Hints(NamedTuple):
+    """What a reader may know of an event without unsealing it: enough to tell
+    that it does not want it, never enough to act on it."""
+
+    type: str
+    order_id: str | None
+    hooks: bool | None  # None: the event does not say (the relay did not mark it)
+
+    @classmethod
+    def of(cls, event: OrderEvent) -> "Hints":
+        """The hints the event itself gives (what its entry carries)."""
+        return cls(event["type"], event["order_id"], event.get("webhooks"))
+
+    @classmethod
+    def read(cls, fields: Mapping[bytes, bytes]) -> "Hints | None":
+        """The entry's hints, or None if it has none (then only its sealed event says)."""
+        kind = fields.get(TYPE_FIELD)
+        if kind is None:
+            return None
+        order = fields.get(ORDER_FIELD)
+        hooks = fields.get(HOOKS_FIELD)
+        return cls(
+            kind.decode(),
+            None if order is None else order.decode(),
+            None if hooks is None else hooks == b"1",
+        )
 
 
 def stop_if_cancelled() -> None:
@@ -58,8 +100,13 @@ class EventStream:
 
     def encode(self, event: OrderEvent, group: str | None = None) -> Fields:
         fields: Fields = {
-            ENTRY_FIELD: seal(json.dumps(event, separators=(",", ":")), self.key).encode()
+            ENTRY_FIELD: seal(json.dumps(event, separators=(",", ":")), self.key).encode(),
+            TYPE_FIELD: event["type"].encode(),
         }
+        if (order_id := event["order_id"]) is not None:
+            fields[ORDER_FIELD] = order_id.encode()
+        if (hooks := event.get("webhooks")) is not None:
+            fields[HOOKS_FIELD] = b"1" if hooks else b"0"
         if group is not None:
             fields[FOR_FIELD] = group.encode()
         return fields

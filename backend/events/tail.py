@@ -9,6 +9,14 @@ read goes on from the last entry read, so a follower misses nothing the stream
 still holds; the timeline over HTTP is the record either way. A replayed dead
 letter (addressed to one group) is skipped: its event went out when it was
 first added.
+
+Most entries are of orders nobody here follows (and `stock.low` is of no
+order): an entry whose plain hints (`backend.events.stream`) name an order
+that no client on this node follows, or no order, is passed over without
+checking its seal or decoding it. The clients' only use of the tail is their
+followed orders' `order_event`s; everything else they see (the timeline so
+far, the lifecycle panel) comes over HTTP. An entry without hints is unsealed
+and its order asked about then.
 """
 
 import asyncio
@@ -22,11 +30,11 @@ from redis.exceptions import RedisError
 
 from backend.backoff import Backoff
 from backend.documents import OrderEvent
-from backend.events.stream import FOR_FIELD, EventStream, stop_if_cancelled
+from backend.events.stream import FOR_FIELD, ORDER_FIELD, TYPE_FIELD, EventStream, stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
-BATCH = 100  # entries read at a time
+BATCH = 500  # entries read at a time: most are passed over on their hints
 BLOCK_SECONDS = 1.0  # the longest blocking read: the loop beats at least this often
 _WARN_EVERY = 30.0
 
@@ -35,16 +43,26 @@ Entry = tuple[bytes, Mapping[bytes, bytes]]
 
 @dataclass
 class TailStats:
-    read: int = 0  # events read off the stream
+    read: int = 0  # events unsealed off the stream
+    skipped: int = 0  # entries passed over on their hints: of no order followed here
     rejected: int = 0  # entries whose seal was missing or wrong
     problem: str | None = None  # why the last read failed, until one succeeds
 
 
 class Tail:
-    def __init__(self, stream: EventStream, deliver: Callable[[OrderEvent], None]) -> None:
+    """Reads the stream for `deliver`, which takes the events of the orders that
+    `follows` (asked with an order id, cheaply and often) says someone here follows."""
+
+    def __init__(
+        self,
+        stream: EventStream,
+        deliver: Callable[[OrderEvent], None],
+        follows: Callable[[str], bool],
+    ) -> None:
         self.stats = TailStats()
         self._stream = stream
         self._deliver = deliver
+        self._follows = follows
         self._last = "$"  # the id of the last entry read; `$` until the first
         self._warned_at = -_WARN_EVERY
 
@@ -77,16 +95,23 @@ class Tail:
         for _, entries in cast(list[tuple[bytes, list[Entry]]] | None, reply) or ():
             for raw_id, fields in entries:
                 self._last = raw_id.decode()
-                if fields.get(FOR_FIELD) is not None:
+                if FOR_FIELD in fields:
                     continue  # a replay for one group
+                if TYPE_FIELD in fields and not self._followed(fields.get(ORDER_FIELD)):
+                    self.stats.skipped += 1
+                    continue
                 event = self._stream.decode(fields)
                 if event is None:
                     self.stats.rejected += 1
                     continue
                 self.stats.read += 1
-                delivered += 1
-                self._deliver(event)
+                if (order_id := event["order_id"]) is not None and self._follows(order_id):
+                    delivered += 1
+                    self._deliver(event)
         return delivered
+
+    def _followed(self, order_id: bytes | None) -> bool:
+        return order_id is not None and self._follows(order_id.decode())
 
     def _unavailable(self, exc: BaseException) -> None:
         self.stats.problem = f"{type(exc).__name__}: {exc}"

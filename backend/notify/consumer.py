@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
 from backend.documents import Json, Order, OrderEvent
+from backend.events.stream import Hints
 from backend.notify.mailer import Mailer, SmtpServer, message
 from backend.notify.receipts import render
 from backend.notify.storage import open_receipts
@@ -69,8 +70,11 @@ class NotificationConsumer:
         self._own: OrderedDict[UUID, Progress] = OrderedDict()
         self._busy: set[UUID] = set()  # events this process is handling right now
 
+    def might_want(self, hints: Hints) -> bool:
+        return hints.type in WANTED and hints.order_id is not None
+
     def wants(self, event: OrderEvent) -> bool:
-        return event["type"] in WANTED and event["order_id"] is not None
+        return self.might_want(Hints.of(event))
 
     async def handle(self, event: OrderEvent, attempt: int) -> None:
         event_id = UUID(event["event_id"])

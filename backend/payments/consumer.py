@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from backend.documents import OrderEvent
+from backend.events.stream import Hints
 from backend.payments.providers import ChargeRequest, PaymentProvider, provider_for
 
 if TYPE_CHECKING:
@@ -30,8 +31,11 @@ class PaymentConsumer:
         self.store = node.store
         self.provider = provider or provider_for(node.settings)
 
+    def might_want(self, hints: Hints) -> bool:
+        return self.provider.charges and hints.type == "order.placed"
+
     def wants(self, event: OrderEvent) -> bool:
-        return self.provider.charges and event["type"] == "order.placed"
+        return self.might_want(Hints.of(event))
 
     async def handle(self, event: OrderEvent, attempt: int) -> None:
         """Charge the order once per event; a transient provider error is raised

@@ -23,6 +23,7 @@ from uuid import UUID
 import httpx
 
 from backend.documents import Json, OrderEvent
+from backend.events.stream import Hints
 from backend.webhooks.signing import HEADER, signature
 
 if TYPE_CHECKING:
@@ -56,10 +57,13 @@ class WebhookConsumer:
         self.settings = node.settings
         self._http: httpx.AsyncClient | None = None
 
-    def wants(self, event: OrderEvent) -> bool:
+    def might_want(self, hints: Hints) -> bool:
         # The relay marks each event with whether an enabled endpoint wanted its
         # type when it was relayed; an event without the mark is asked about in SQL.
-        return event.get("webhooks", True)
+        return hints.hooks is not False
+
+    def wants(self, event: OrderEvent) -> bool:
+        return self.might_want(Hints.of(event))
 
     async def handle(self, event: OrderEvent, attempt: int) -> None:
         owed = await self.db.webhook_deliveries_for(UUID(event["event_id"]), event["type"])
