@@ -3,8 +3,8 @@
 A batch whose keys are all new is written with one statement per table; a
 batch with a key already used, or used twice, goes order by order through
 `place_one`. The two paths must give every order the same outcome, the same
-answer and the same ledger, and a key another transaction takes while the
-set is being written must still be answered as that key's order.
+answer and the same ledger; and two batches with one key must take turns,
+the second answering that key as the first's order.
 """
 
 import asyncio
@@ -135,39 +135,36 @@ async def test_a_batch_writes_its_orders_lines_and_events_in_batch_order(
     )
 
 
-async def test_a_key_taken_by_another_transaction_meanwhile_is_answered_order_by_order(
+async def test_two_batches_with_one_key_take_turns_and_the_second_sees_the_first(
     db: PostgresDatabase, database_url: str
 ) -> None:
-    """Another transaction has written the key, not yet committed, when the batch
-    checks its keys: the batch's insert waits for it, finds the key taken, drops
-    everything it wrote, and the careful path answers that order against the
-    other's (here a mismatch), while its batch-mate is still placed."""
-    product = await make_product(db, on_hand=10)
+    """Another batch has placed the key, not yet committed, on another product: this
+    batch waits for it on the key alone, then answers that order against the other's
+    (here a mismatch), while its batch-mate is placed."""
+    theirs, ours = await make_product(db, on_hand=10), await make_product(db, on_hand=10)
     key = f"race-{uuid.uuid4()}"
-    line = {"items": [{"sku": product["sku"], "quantity": 1}], "caller": "user:u"}
+
+    def line(sku: str, key: str) -> Json:
+        return {"items": [{"sku": sku, "quantity": 1}], "caller": "user:u", "idempotency_key": key}
+
     other, batcher = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
     try:
         other_tx = other.transaction()
         await other_tx.start()
-        taken = await other.fetchval(
-            "insert into public.orders (caller, idempotency_key, request_hash, node_id,"
-            " expires_at) values ('user:u', $1, 'another request', 'other',"
-            " now() + interval '1 hour') returning id::text",
-            key,
-        )
-        batch = [line | {"idempotency_key": key}, line | {"idempotency_key": f"{key}-new"}]
+        first = json.loads(await other.fetchval(PLACE, json.dumps([line(theirs["sku"], key)])))
+        batch = [line(ours["sku"], key), line(ours["sku"], f"{key}-new")]
         pending = asyncio.create_task(batcher.fetchval(PLACE, json.dumps(batch)))
         await asyncio.sleep(0.3)
-        assert not pending.done()  # waiting on the other's key, not on the product
+        assert not pending.done()  # waiting on the other's key, not on any product
         await other_tx.commit()
         refused, placed = json.loads(await asyncio.wait_for(pending, 10))
     finally:
         await other.close()
         await batcher.close()
     assert refused["error"]["code"] == "IDEMPOTENCY_MISMATCH"
-    assert refused["error"]["details"] == {"order_id": taken}
+    assert refused["error"]["details"] == {"order_id": first[0]["order"]["id"]}
     assert placed["replayed"] is False
     assert [(c["reserved"], c["version"]) for c in placed["changes"]] == [(1, 2)]
-    after = await db.get_product(product["sku"])
+    after = await db.get_product(ours["sku"])
     assert after is not None
     assert after["reserved"] == 1

@@ -12,8 +12,12 @@
 -- the outbox, every order's own outcome, key and answer are as before.
 --
 -- The careful path, one order at a time through `place_one`, still answers
--- every batch the set can not: a key already used (a replay, or a mismatch),
--- a key twice in one batch, or a key another transaction takes meanwhile.
+-- every batch the set can not: a key already used (a replay, or a mismatch)
+-- or a key twice in one batch. Two batches with one key take turns: each
+-- holds a transaction-level advisory lock on each of its keys, taken after
+-- its product locks and in one order, so the second sees the first's order
+-- once it may go on. (No subtransaction: the hot row's update under one
+-- would make every later locker of that row pay for a multixact.)
 
 create function private.place_set(
   p_orders jsonb, p_stock jsonb, p_node text, p_hold_seconds integer, p_fee_bps integer,
@@ -126,8 +130,10 @@ begin
     on conflict (caller, idempotency_key) do nothing;
     get diagnostics v_written = row_count;
     if v_written <> jsonb_array_length(v_accepted) then
-      -- Another transaction took one of the keys since the check above.
-      raise exception using errcode = 'OF001', message = 'KEY_TAKEN';
+      -- Only a writer of orders that skips the key locks could get here; the
+      -- node then places the batch's orders one by one.
+      perform private.fail(409, 'IDEMPOTENCY_CONFLICT',
+                           'an idempotency key of this batch was taken meanwhile; retry');
     end if;
 
     insert into public.order_items (order_id, line, product_id, sku, quantity, unit_price_cents)
@@ -248,12 +254,17 @@ begin
            order by p.id
              for update) l;
 
-  begin
-    v_results := private.place_set(p_orders, v_stock, v_node, p_hold_seconds, p_fee_bps,
-                                   p_max_lines);
-  exception when sqlstate 'OF001' then
-    v_results := null;  -- nothing of the set was kept; the careful path answers
-  end;
+  -- This batch's keys, one at a time across transactions (see the top).
+  perform pg_advisory_xact_lock(k.lock)
+     from (select distinct hashtextextended(
+                    coalesce(o ->> 'caller', 'anonymous') || chr(10) || (o ->> 'idempotency_key'),
+                    0) as lock
+             from jsonb_array_elements(p_orders) o
+            where jsonb_typeof(o -> 'idempotency_key') = 'string'
+            order by 1) k;
+
+  v_results := private.place_set(p_orders, v_stock, v_node, p_hold_seconds, p_fee_bps,
+                                 p_max_lines);
   if v_results is not null then
     return v_results;
   end if;
