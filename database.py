@@ -24,6 +24,7 @@ from backend.documents import (
     ChangeHistory,
     ChangePage,
     Json,
+    MarkPage,
     Order,
     OrderEvent,
     OrderRequest,
@@ -410,6 +411,13 @@ class Database(ABC):
     async def stock_events_since(self, cursor: str | None, limit: int) -> ChangePage:
         return cast(
             ChangePage, await self._document("stock_events_since", cursor=cursor, limit=limit)
+        )
+
+    async def stock_marks_since(self, cursor: str | None, limit: int) -> MarkPage:
+        """The page `stock_events_since` gives for the same cursor, each row in brief."""
+        return cast(
+            MarkPage,
+            await self._document("stock_events_since", cursor=cursor, limit=limit, compact=True),
         )
 
     async def list_stock_events(

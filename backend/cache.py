@@ -84,6 +84,11 @@ class StockCache:
         stamp = self._stamps.get(sku)
         return stamp.version if stamp else None
 
+    def holds(self, sku: str, product_id: int, version: int) -> bool:
+        """Whether a change of `sku` at this product and version would be stale here."""
+        held = self._stamps.get(sku)
+        return held is not None and _Stamp(product_id, version) <= held
+
     def jump(self, change: Change) -> int:
         """How many versions ahead of what we hold `change` is (its version, for a
         product we have not seen: a new one starts at 1)."""

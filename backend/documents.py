@@ -123,6 +123,19 @@ class ChangePage(TypedDict):
     more: bool
 
 
+# A ledger row in brief: [sku, product_id, version, order_id or None].
+LedgerMark = tuple[str, int, int, str | None]
+
+
+class MarkPage(TypedDict):
+    """The page `ChangePage` would be, each row in brief: enough to tell whether a
+    node holds it already."""
+
+    events: list[LedgerMark]
+    cursor: str
+    more: bool
+
+
 class ChangeHistory(TypedDict):
     """The ledger for people: newest first; `next` pages back."""
 

@@ -66,6 +66,7 @@ class Node:
         self.draining = False
         self.sync.listen(self.metrics.on_change)
         self.sync.listen(self.hub.on_change)
+        self.sync.watch_orders(self.hub.follows)
         self.sync.on_resync(self.hub.resync_all)
         self.events = Lifecycle(self)  # after the bus and metrics it uses
         if self.bus is not None:

@@ -95,11 +95,16 @@ class FakeDatabase(Database):
             "cursor": str(len(self.ledger)),
         }
 
-    def _stock_events_since(self, cursor: str | None, limit: int) -> Json:
+    def _stock_events_since(self, cursor: str | None, limit: int, compact: bool = False) -> Json:
         start = _position(cursor)
         rows = self.ledger[start : start + limit + 1]
         events = rows[:limit]
-        return {"events": events, "more": len(rows) > limit, "cursor": str(start + len(events))}
+        page = {"more": len(rows) > limit, "cursor": str(start + len(events))}
+        if compact:
+            return page | {
+                "events": [[e["sku"], e["product_id"], e["version"], e["order_id"]] for e in events]
+            }
+        return page | {"events": events}
 
     def _list_stock_events(self, sku: str | None, before: int | None, limit: int) -> Json:
         rows = [

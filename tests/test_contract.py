@@ -510,6 +510,25 @@ async def test_stock_events_since_pages_and_its_cursor_moves_on(db: Database) ->
     assert await refusal(db.stock_events_since("x:y", 2)) == (422, "INVALID_CURSOR", {})
 
 
+async def test_stock_marks_since_is_the_same_page_in_brief(db: Database) -> None:
+    start = (await db.catalog_snapshot())["cursor"]
+    product = await make_product(db, on_hand=5)
+    placed = await db.place_order(
+        [{"sku": product["sku"], "quantity": 2}], None, None, "n", 900, 0, 100
+    )
+    for cursor, limit in ((start, 1), (start, 10)):
+        full, brief = (
+            await db.stock_events_since(cursor, limit),
+            await db.stock_marks_since(cursor, limit),
+        )
+        assert (brief["cursor"], brief["more"]) == (full["cursor"], full["more"])
+        assert [list(m) for m in brief["events"]] == [
+            [e["sku"], e["product_id"], e["version"], e["order_id"]] for e in full["events"]
+        ]
+    assert [m[3] for m in brief["events"]] == [None, placed["order"]["id"]]
+    assert await refusal(db.stock_marks_since("x:y", 2)) == (422, "INVALID_CURSOR", {})
+
+
 async def test_list_stock_events_is_newest_first_per_sku(db: Database) -> None:
     sku = (await make_product(db, on_hand=5))["sku"]
     await make_product(db)

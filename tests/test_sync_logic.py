@@ -146,7 +146,7 @@ async def test_duplicates_and_older_changes_are_stale_from_every_source(db: Fake
         Outcome.STALE,
         Outcome.STALE,
     ]
-    assert node.outcomes("ledger") == [Outcome.STALE, Outcome.STALE]
+    assert node.outcomes("ledger") == []  # read in brief: the cache holds both already
     assert node.cache.get("A")["on_hand"] == 15  # type: ignore[index]
     assert db.count("list_stock_events") == 0
 
@@ -272,7 +272,7 @@ async def test_a_change_delivered_during_a_resync_survives_the_older_snapshot(
 
     assert node.held("A") == (1, 2)
     assert node.cache.get("A")["on_hand"] == 15  # type: ignore[index]
-    assert node.outcomes("ledger") == [Outcome.STALE]  # the catch-up after it: nothing lost
+    assert node.outcomes("ledger") == []  # the catch-up after it: nothing lost, nothing to add
 
 
 async def test_a_late_message_during_a_resync_is_undone_by_the_tombstone(
@@ -322,10 +322,39 @@ async def test_the_catch_up_pages_through_the_ledger_each_row_once(db: FakeDatab
         await adjust(db, "A")
 
     assert await node.sync.catch_up() == 5
-    assert db.count("stock_events_since") == 1 + 3  # the resync's, then pages of 2, 2 and 1
+    # The resync's page in brief, then pages of 2, 2 and 1, each in brief and in full.
+    assert db.count("stock_events_since") == 1 + 3 * 2
     assert await node.sync.catch_up() == 0
     assert node.outcomes("ledger") == [Outcome.APPLIED] * 5
     assert node.held("A") == (1, 6)
+
+
+async def test_the_catch_up_reads_in_full_only_what_is_missing_or_of_a_watched_order(
+    db: FakeDatabase,
+) -> None:
+    await create(db, "A")
+    node = Node(db)
+    await node.sync.resync()
+    v2 = await adjust(db, "A", 2)
+    node.sync.apply([v2], "bus")
+    before = db.count("stock_events_since")
+    assert await node.sync.catch_up() == 1
+    assert db.count("stock_events_since") == before + 1  # in brief only: held already
+    assert node.outcomes("ledger") == []
+
+    v3 = await adjust(db, "A", 3)
+    v3["order_id"] = db.ledger[-1]["order_id"] = "order-1"
+    node.sync.apply([v3], "bus")
+    node.sync.watch_orders(lambda order_id: order_id == "order-1")
+    assert await node.sync.catch_up() == 1
+    assert db.count("stock_events_since") == before + 3  # a watched order's row: in full
+    assert node.outcomes("ledger") == [Outcome.STALE]  # offered, for its order's news
+
+    await adjust(db, "A", 4)  # the bus lost this one
+    assert await node.sync.catch_up() == 1
+    assert db.count("stock_events_since") == before + 5
+    assert node.outcomes("ledger") == [Outcome.STALE, Outcome.APPLIED]
+    assert node.held("A") == (1, 4)
 
 
 async def test_a_catch_up_that_fails_midway_resumes_after_the_last_page_applied(
@@ -336,11 +365,14 @@ async def test_a_catch_up_that_fails_midway_resumes_after_the_last_page_applied(
     await node.sync.resync()
     for _ in range(5):
         await adjust(db, "A")
-    gate = db.gate("stock_events_since")
+    brief = db.gate("stock_events_since")
     catch_up = asyncio.ensure_future(node.sync.catch_up())
-    await gate.entered.wait()
+    await brief.entered.wait()  # the first page in brief
+    full = db.gate("stock_events_since")
+    brief.release.set()
+    await full.entered.wait()  # the first page in full
     db.fail("stock_events_since")  # the second page
-    gate.release.set()
+    full.release.set()
 
     with pytest.raises(AppError):
         await catch_up
