@@ -1,10 +1,11 @@
 """`POST /orders`, the write every shopper makes, answered before FastAPI routes it.
 
-Under a load of orders a node spent about a fifth of its CPU in FastAPI's
-routing, dependency solving and response model handling around a handler that
-makes one call. So this layer, the innermost beside `backend.reads`, takes the
-plain order itself with the steps the route and the app's `authorize` take, in
-the same order where it matters: the body parsed as FastAPI parses it
+Under a load of orders a node spent about half of its CPU per order in
+FastAPI's routing, dependency solving and response model handling around a
+handler that makes one call (0.60 to 0.67 ms of CPU per order without this
+layer, 0.29 to 0.34 ms with it). So this layer, the innermost beside
+`backend.reads`, takes the plain order itself with the steps the route and
+the app's `authorize` take, in the same order where it matters: the body parsed as FastAPI parses it
 (`json.loads`, then `OrderCreate`'s validation), the same gate and rule
 (`backend.auth.policy`), the write rate limit, `Store.place_order` called as
 the route calls it, and the order serialised as FastAPI serialises the route's
