@@ -100,7 +100,7 @@ async def test_a_failing_loop_is_restarted_named_by_ready_and_counted(
 ) -> None:
     async with run_node(node_settings(database_url)) as node:
         await until_ready(node.client, within=10)
-        signature = "stock_events_since(p_cursor text, p_limit integer)"
+        signature = "stock_events_since(p_cursor text, p_limit integer, p_compact boolean)"
         await break_function(owner, signature, '{"events": 5}')
         try:
             supervisor = node.state["node"].supervisor
