@@ -71,7 +71,8 @@ class Sync:
         """Offer changes to the cache; a skipped version makes us re-read that product.
 
         A re-read's answer is the product's latest state, so its own jump over
-        versions is expected and asks for nothing more. With tracing on, an apply
+        versions is expected and asks for nothing more; so is a node's own write
+        (see `_offer`). With tracing on, an apply
         within a trace (a request's write, a received message) is a span of it.
         """
         if self.tracing is None:
@@ -96,7 +97,10 @@ class Sync:
         outcome = self.cache.apply(change)
         for listener in self._listeners:
             listener(change, outcome, source)
-        if outcome is Outcome.GAP and source != "reread":
+        # A re-read answers the latest state, so its own jump asks for nothing more;
+        # nor does a node's own write: it held the product's lock to its commit, so
+        # it is the latest state there was, and the versions it skipped are older.
+        if outcome is Outcome.GAP and source not in ("reread", "local"):
             self._reread(change["sku"])
         if self._held.get(change["sku"]):
             self._release(change["sku"], expired=False)

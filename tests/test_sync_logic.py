@@ -196,6 +196,9 @@ async def test_a_nodes_own_write_shows_at_once_even_ahead_of_the_bus(db: FakeDat
 
     assert node.outcomes("local") == [Outcome.GAP]
     assert node.held("A") == (1, 3)
+    await asyncio.sleep(0)
+    # Its own write was the latest state at its commit: nothing to re-read.
+    assert (node.sync.rereads, db.count("list_stock_events")) == (0, 0)
 
 
 # Deleted and re-created SKUs
