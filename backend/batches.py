@@ -5,11 +5,19 @@ carries whatever arrived during the previous one, up to `max_size`, so one
 transaction and one round trip serve many requests. At most `calls` batches
 are in flight at a time. Each request still gets its own outcome: the batch
 function answers one result or one `AppError` per request, in order.
+
+A request that shares a key (for orders, a SKU) with a batch in flight waits
+for that batch to come back rather than go in another call beside it: the
+two calls would only queue on the same row locks in the database, and the
+waiting request goes, with the others that arrived meanwhile, in one larger
+batch. Requests with no key in common with what is in flight go at once, in
+their order of arrival; requests sharing keys keep theirs.
 """
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -21,6 +29,7 @@ Request = TypeVar("Request")
 Result = TypeVar("Result")
 
 BatchCall = Callable[[Sequence[Request]], Awaitable[Sequence[Result | AppError]]]
+Keys = Callable[[Request], Collection[Hashable]]
 
 
 @dataclass
@@ -29,6 +38,7 @@ class BatchStats:
     requests: int = 0
     largest: int = 0
     split: int = 0  # batches that failed as a whole and were placed one by one
+    deferred: int = 0  # times a request waited for a batch in flight that shared a key
 
 
 @dataclass
@@ -49,12 +59,20 @@ SHARED_FAILURES = frozenset(
 
 
 class Batcher(Generic[Request, Result]):
-    def __init__(self, call: BatchCall[Request, Result], max_size: int, calls: int) -> None:
+    def __init__(
+        self,
+        call: BatchCall[Request, Result],
+        max_size: int,
+        calls: int,
+        keys: Keys[Request] | None = None,
+    ) -> None:
         self._call = call
         self._max_size = max_size
         self._calls = calls
+        self._keys = keys
         self._queue: list[_Waiting[Request, Result]] = []
         self._running: set[asyncio.Task[None]] = set()
+        self._busy: Counter[Hashable] = Counter()  # keys of the batches in flight
         self.stats = BatchStats()
 
     async def submit(self, request: Request) -> Result:
@@ -68,12 +86,43 @@ class Batcher(Generic[Request, Result]):
         return await waiting.answer
 
     async def _send_queued(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[: self._max_size], self._queue[self._max_size :]
-            # A request whose caller went away before it was sent is not placed.
-            batch = [waiting for waiting in batch if not waiting.answer.done()]
-            if batch:
+        while batch := self._take():
+            if self._keys is None:
                 await self._send(batch)
+                continue
+            keys = {key for waiting in batch for key in self._keys(waiting.request)}
+            self._busy.update(keys)
+            try:
+                await self._send(batch)
+            finally:
+                self._busy.subtract(keys)
+                self._busy += Counter()  # drop the keys no batch holds any more
+
+    def _take(self) -> "list[_Waiting[Request, Result]]":
+        """The next batch: queued requests in order, up to `max_size`, leaving queued
+        those that share a key with a batch in flight or with a request left queued
+        before them (their turn comes when that batch is back). A request whose
+        caller went away before it was sent is dropped."""
+        queue = [waiting for waiting in self._queue if not waiting.answer.done()]
+        if self._keys is None or (not self._busy and len(queue) <= self._max_size):
+            self._queue = queue[self._max_size :]
+            return queue[: self._max_size]
+        batch: list[_Waiting[Request, Result]] = []
+        left: list[_Waiting[Request, Result]] = []
+        blocked: set[Hashable] = set()
+        for waiting in queue:
+            keys = self._keys(waiting.request)
+            if len(batch) < self._max_size and not any(
+                key in self._busy or key in blocked for key in keys
+            ):
+                batch.append(waiting)
+                continue
+            if len(batch) < self._max_size:
+                self.stats.deferred += 1
+            left.append(waiting)
+            blocked.update(keys)
+        self._queue = left
+        return batch
 
     async def _send(self, batch: list[_Waiting[Request, Result]]) -> None:
         self.stats.calls += 1

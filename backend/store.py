@@ -34,7 +34,10 @@ class Store:
         self.counts: Counter[str] = Counter()  # "order:<outcome>", "stock:<reason>"
         self.customers = KnownCustomers(db)  # signed-in customers this node has written
         self.orders: Batcher[OrderRequest, Written] = Batcher(
-            self._place_batch, settings.order_batch_max, settings.order_batch_calls
+            self._place_batch,
+            settings.order_batch_max,
+            settings.order_batch_calls,
+            keys=_skus,  # orders of one SKU wait for each other's batch, not its row lock
         )
 
     def _committed(self, result: Written) -> Written:
@@ -166,3 +169,7 @@ class Store:
                 order_id, items, restock, reason, idempotency_key, caller, self.node
             )
         )
+
+
+def _skus(request: OrderRequest) -> set[str]:
+    return {str(item.get("sku")) for item in request["items"]}

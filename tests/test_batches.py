@@ -131,3 +131,33 @@ async def test_several_calls_may_be_in_flight() -> None:
     assert calls.batches == [[1], [2, 3]]  # the second call did not wait for the first
     calls.open.set()
     assert list(await asyncio.gather(first, second, third)) == [10, 20, 30]
+
+
+async def test_a_request_sharing_a_key_with_a_batch_in_flight_waits_for_it() -> None:
+    """Odd and even requests stand for orders of two SKUs: the even one goes beside the
+    odd batch in flight; the odd ones wait for it, then go together, in their order."""
+    calls = Calls()
+    batcher = Batcher(calls, max_size=50, calls=2, keys=lambda r: {r % 2})
+    first = await hold_first_call(calls, batcher)
+    calls.started.clear()
+    odd = [asyncio.create_task(batcher.submit(n)) for n in (3, 5)]
+    for _ in range(3):  # the call they started finds nothing it may send, and ends
+        await asyncio.sleep(0)
+    even = asyncio.create_task(batcher.submit(2))
+    await calls.started.wait()  # the even request's own call, while the odd one is held
+    assert calls.batches == [[1], [2]]
+    assert batcher.stats.deferred >= 2
+    calls.open.set()
+    assert (await first, await even, *(await asyncio.gather(*odd))) == (10, 20, 30, 50)
+    assert calls.batches == [[1], [2], [3, 5]]
+
+
+async def test_without_a_key_in_flight_requests_go_as_they_came() -> None:
+    calls = Calls()
+    batcher = Batcher(calls, max_size=2, calls=1, keys=lambda r: {r % 2})
+    first = await hold_first_call(calls, batcher)
+    later = [asyncio.create_task(batcher.submit(n)) for n in (2, 4, 6)]
+    await asyncio.sleep(0)
+    calls.open.set()
+    assert (await first, *(await asyncio.gather(*later))) == (10, 20, 40, 60)
+    assert calls.batches == [[1], [2, 4], [6]]
