@@ -1,4 +1,5 @@
-"""Real Postgres and Redis for the whole session; a fresh database for each test.
+"""Real Postgres and Redis for the whole session; a fresh database for each test,
+and an events stream of its own for each test that asks for one.
 
 Each test's database is a copy of a migrated template, which takes milliseconds,
 so tests never see each other's rows and never wait for migrations.
@@ -12,10 +13,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis.asyncio as redis
 
 from backend.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from backend.events.stream import EventStream
 from backend.migrate import migrate
 from database import PostgresDatabase
+from tests.events_kit import stream_on
 
 TEMPLATE = "orderflow_template"
 
@@ -42,6 +46,14 @@ def redis_server(servers_dir: Path) -> Iterator[EmbeddedRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def stream(redis_server: EmbeddedRedis) -> AsyncIterator[EventStream]:
+    """The order events stream under a prefix of this test's own."""
+    client = redis.Redis.from_url(redis_server.url)
+    yield stream_on(client)
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -1,26 +1,17 @@
 """The events stream through a node: its wiring, the admin routes and /metrics."""
 
 import uuid
-from collections.abc import AsyncIterator
 from uuid import UUID
 
 import httpx
 import pytest
-import redis.asyncio as redis
 
 from backend.embedded import EmbeddedRedis
 from backend.events.stream import FOR_FIELD, EventStream
 from backend.node import Node
 from database import PostgresDatabase
-from tests.events_kit import entries, on_stream, stream_on
+from tests.events_kit import entries, on_stream
 from tests.support import bearer, make_product, node_settings, run_node, token, until
-
-
-@pytest.fixture
-async def client(redis_server: EmbeddedRedis) -> AsyncIterator[redis.Redis]:
-    made = redis.Redis.from_url(redis_server.url)
-    yield made
-    await made.aclose()
 
 
 async def types_on_stream(stream: EventStream, order_id: str) -> list[str]:
@@ -36,9 +27,8 @@ async def confirmed(client: httpx.AsyncClient, order_id: str) -> bool:
 
 
 async def test_a_node_relays_runs_its_workers_and_reports_them(
-    database_url: str, db: PostgresDatabase, redis_server: EmbeddedRedis, client: redis.Redis
+    database_url: str, db: PostgresDatabase, redis_server: EmbeddedRedis, stream: EventStream
 ) -> None:
-    stream = stream_on(client)
     settings = node_settings(
         database_url,
         redis_url=redis_server.url,
@@ -77,9 +67,8 @@ async def test_a_node_relays_runs_its_workers_and_reports_them(
 
 
 async def test_admins_list_and_replay_dead_letters(
-    database_url: str, db: PostgresDatabase, redis_server: EmbeddedRedis, client: redis.Redis
+    database_url: str, db: PostgresDatabase, redis_server: EmbeddedRedis, stream: EventStream
 ) -> None:
-    stream = stream_on(client)
     settings = node_settings(
         database_url, redis_url=redis_server.url, channel_prefix=stream.prefix, workers=""
     )

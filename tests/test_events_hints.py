@@ -7,12 +7,10 @@ counted `rejected`; passed over on its hints, it is not."""
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import cast
 
 import pytest
-import redis.asyncio as redis
 
 from backend.documents import OrderEvent
 from backend.embedded import EmbeddedRedis
@@ -30,22 +28,10 @@ from backend.events.stream import (
 from backend.events.tail import Tail, TailStats
 from backend.settings import Settings
 from database import PostgresDatabase
-from tests.events_kit import entries, runner, running, stream_on
+from tests.events_kit import entries, runner, running
 from tests.support import eventually, make_product, node_settings, run_node, until
 
 FORGED = b'{"event_id":"x","sig":"' + b"0" * 64 + b'"}'  # shaped like a seal, and wrong
-
-
-@pytest.fixture
-async def client(redis_server: EmbeddedRedis) -> AsyncIterator[redis.Redis]:
-    made = redis.Redis.from_url(redis_server.url)
-    yield made
-    await made.aclose()
-
-
-@pytest.fixture
-def stream(client: redis.Redis) -> EventStream:
-    return stream_on(client)
 
 
 def event(kind: str, order_id: str | None = None, **extra: object) -> OrderEvent:

@@ -1,26 +1,15 @@
 """The relay on real Postgres and Redis: the outbox reaches the stream in order, one
 relay at a time, and nothing is lost while Redis is away."""
 
-from collections.abc import AsyncIterator
 from uuid import UUID
-
-import pytest
-import redis.asyncio as redis
 
 from backend.embedded import EmbeddedRedis, free_port
 from backend.events.relay import Relay
 from backend.events.stream import EventStream
 from database import PostgresDatabase
-from tests.events_kit import on_stream, place, stream_on
+from tests.events_kit import on_stream, place
 from tests.proxy import forward
 from tests.support import make_product, node_settings, run_node, until
-
-
-@pytest.fixture
-async def client(redis_server: EmbeddedRedis) -> AsyncIterator[redis.Redis]:
-    made = redis.Redis.from_url(redis_server.url)
-    yield made
-    await made.aclose()
 
 
 def relay(
@@ -30,11 +19,10 @@ def relay(
 
 
 async def test_the_outbox_reaches_the_stream_in_order_and_is_marked(
-    db: PostgresDatabase, client: redis.Redis
+    db: PostgresDatabase, stream: EventStream
 ) -> None:
     orders = await place(db, 3)
     await db.cancel_order(UUID(orders[1]), "test")  # a second event for one order
-    stream = stream_on(client)
     mover = relay(db, stream, "node-a", batch=2)
     while await mover.relay_once():  # full batches: more may wait
         pass
@@ -50,9 +38,8 @@ async def test_the_outbox_reaches_the_stream_in_order_and_is_marked(
 
 
 async def test_one_relay_holds_the_lease_and_another_takes_over_when_it_lapses(
-    db: PostgresDatabase, client: redis.Redis
+    db: PostgresDatabase, stream: EventStream
 ) -> None:
-    stream = stream_on(client)
     first = relay(db, stream, "node-a", lease=1)
     second = relay(db, stream, "node-b", lease=1)
     await place(db, 2)
@@ -72,10 +59,9 @@ async def test_one_relay_holds_the_lease_and_another_takes_over_when_it_lapses(
 
 
 async def test_orders_placed_while_redis_is_away_reach_the_stream_once_it_returns(
-    database_url: str, db: PostgresDatabase, redis_server: EmbeddedRedis, client: redis.Redis
+    database_url: str, db: PostgresDatabase, redis_server: EmbeddedRedis, stream: EventStream
 ) -> None:
     port = free_port()  # the node's Redis: a forwarder that is up, then down, then up
-    stream = stream_on(client)
     settings = node_settings(
         database_url,
         redis_url=f"redis://127.0.0.1:{port}/0",

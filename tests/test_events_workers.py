@@ -1,32 +1,17 @@
 """Consumer groups on real Postgres and Redis: every effect happens once, whatever the
 stream does (duplicates, a consumer dying mid-message, failures and replays)."""
 
-from collections.abc import AsyncIterator
 from uuid import UUID
 
 import pytest
-import redis.asyncio as redis
 
-from backend.embedded import EmbeddedRedis
 from backend.events.dead import DeadLetters
 from backend.events.relay import Relay
 from backend.events.stream import EventStream
 from backend.settings import Settings
 from database import PostgresDatabase
-from tests.events_kit import Payments, Seen, on_stream, place, runner, running, stream_on
+from tests.events_kit import Payments, Seen, on_stream, place, runner, running
 from tests.support import eventually, node_settings, until
-
-
-@pytest.fixture
-async def client(redis_server: EmbeddedRedis) -> AsyncIterator[redis.Redis]:
-    made = redis.Redis.from_url(redis_server.url)
-    yield made
-    await made.aclose()
-
-
-@pytest.fixture
-def stream(client: redis.Redis) -> EventStream:
-    return stream_on(client)
 
 
 @pytest.fixture
