@@ -87,16 +87,15 @@ class Batcher(Generic[Request, Result]):
 
     async def _send_queued(self) -> None:
         while batch := self._take():
-            if self._keys is None:
-                await self._send(batch)
-                continue
-            keys = {key for waiting in batch for key in self._keys(waiting.request)}
+            keys = {key for waiting in batch for key in self._keys_of(waiting.request)}
             self._busy.update(keys)
             try:
                 await self._send(batch)
             finally:
-                self._busy.subtract(keys)
-                self._busy += Counter()  # drop the keys no batch holds any more
+                self._busy -= Counter(keys)  # keys no batch holds any more are dropped
+
+    def _keys_of(self, request: Request) -> Collection[Hashable]:
+        return () if self._keys is None else self._keys(request)
 
     def _take(self) -> "list[_Waiting[Request, Result]]":
         """The next batch: queued requests in order, up to `max_size`, leaving queued
@@ -111,7 +110,7 @@ class Batcher(Generic[Request, Result]):
         left: list[_Waiting[Request, Result]] = []
         blocked: set[Hashable] = set()
         for waiting in queue:
-            keys = self._keys(waiting.request)
+            keys = self._keys_of(waiting.request)
             if len(batch) < self._max_size and not any(
                 key in self._busy or key in blocked for key in keys
             ):

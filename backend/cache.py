@@ -167,10 +167,10 @@ class StockCache:
 
     def apply(self, change: Change) -> Outcome:
         sku = change["sku"]
+        if self.holds(sku, change["product_id"], change["version"]):
+            return Outcome.STALE
         stamp = _Stamp(change["product_id"], change["version"])
         held = self._stamps.get(sku)
-        if held is not None and stamp <= held:
-            return Outcome.STALE
         gap = (
             held is not None
             and stamp.product_id == held.product_id

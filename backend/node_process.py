@@ -23,6 +23,14 @@ UVICORN_WS_FLAGS = ["--ws-per-message-deflate", "false", "--ws-max-size", "13107
 log = logging.getLogger("backend.cluster")
 
 
+def uvicorn_command(host: str, port: int, app: str = APP, *, factory: bool = False) -> list[str]:
+    """How a node is started, by the launcher and by the chaos and bench tools alike
+    (the bench's anchors too, with their own app): the same flags everywhere."""
+    command = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(ROOT), "--host", host]
+    command += ["--port", str(port), "--no-access-log", *UVICORN_WS_FLAGS]
+    return command + (["--factory"] if factory else [])
+
+
 @dataclass
 class NodeProcess:
     """One uvicorn serving the app, started again on the same port with the same NODE_ID."""
@@ -40,8 +48,7 @@ class NodeProcess:
 
     def start(self) -> None:
         require_free_port(self.port, self.name)
-        command = [sys.executable, "-m", "uvicorn", APP, "--host", self.host]
-        command += ["--port", str(self.port), "--no-access-log", *UVICORN_WS_FLAGS]
+        command = uvicorn_command(self.host, self.port)
         self.process = subprocess.Popen(command, cwd=ROOT, env={**self.env, "NODE_ID": self.name})
 
     def ended(self) -> str | None:

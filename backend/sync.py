@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from backend.cache import Outcome, StockCache
-from backend.documents import Change
+from backend.documents import Change, ChangePage, MarkPage
 from backend.errors import AppError
 from database import Database
 
@@ -158,18 +158,15 @@ class Sync:
         """
         read = 0
         while True:
-            marks = await self.db.stock_marks_since(self.cursor, self.page_size)
-            if all(self._holds(*mark) for mark in marks["events"]):
-                self.cursor = marks["cursor"]
-                read += len(marks["events"])
-                if not marks["more"]:
-                    return read
-                continue
-            page = await self.db.stock_events_since(self.cursor, self.page_size)
-            events = sorted(page["events"], key=lambda e: (e["product_id"], e["version"]))
-            self.apply(events, "ledger")
+            page: MarkPage | ChangePage = await self.db.stock_marks_since(
+                self.cursor, self.page_size
+            )
+            if not all(self._holds(*mark) for mark in page["events"]):
+                page = await self.db.stock_events_since(self.cursor, self.page_size)
+                events = sorted(page["events"], key=lambda e: (e["product_id"], e["version"]))
+                self.apply(events, "ledger")
             self.cursor = page["cursor"]
-            read += len(events)
+            read += len(page["events"])
             if not page["more"]:
                 return read
 

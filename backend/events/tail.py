@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from backend.backoff import Backoff
 from backend.documents import OrderEvent
-from backend.events.stream import FOR_FIELD, ORDER_FIELD, TYPE_FIELD, EventStream, stop_if_cancelled
+from backend.events.stream import FOR_FIELD, EventStream, Hints, stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ class Tail:
                 self._last = raw_id.decode()
                 if FOR_FIELD in fields:
                     continue  # a replay for one group
-                if TYPE_FIELD in fields and not self._followed(fields.get(ORDER_FIELD)):
+                hints = Hints.read(fields)
+                if hints is not None and not self._followed(hints.order_id):
                     self.stats.skipped += 1
                     continue
                 event = self._stream.decode(fields)
@@ -105,13 +106,13 @@ class Tail:
                     self.stats.rejected += 1
                     continue
                 self.stats.read += 1
-                if (order_id := event["order_id"]) is not None and self._follows(order_id):
+                if self._followed(event["order_id"]):
                     delivered += 1
                     self._deliver(event)
         return delivered
 
-    def _followed(self, order_id: bytes | None) -> bool:
-        return order_id is not None and self._follows(order_id.decode())
+    def _followed(self, order_id: str | None) -> bool:
+        return order_id is not None and self._follows(order_id)
 
     def _unavailable(self, exc: BaseException) -> None:
         self.stats.problem = f"{type(exc).__name__}: {exc}"

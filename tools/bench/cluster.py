@@ -11,7 +11,6 @@ folder; their stdout and stderr go to `<name>.log` there.
 import asyncio
 import os
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,12 +23,11 @@ from backend import credentials, migrate
 from backend.auth import mint
 from backend.credentials import Credentials
 from backend.embedded import HOST, EmbeddedPostgres, EmbeddedRedis, free_port
-from backend.node_process import UVICORN_WS_FLAGS
+from backend.node_process import APP, uvicorn_command
 from backend.settings import Settings
 from tools.bench import BenchError, child
 
 ROOT = Path(__file__).resolve().parents[2]
-NODE_APP = "backend.main:app"
 DEFAULT_POOL = Settings.model_fields["db_pool_max"].default
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")  # nothing else of ours leaks in
 
@@ -56,9 +54,7 @@ class Server:
         return f"ws://{HOST}:{self.port}/ws"
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "uvicorn", self.app, "--app-dir", str(ROOT)]
-        command += ["--host", HOST, "--port", str(self.port), "--no-access-log"]
-        command += [*UVICORN_WS_FLAGS, *(["--factory"] if self.factory else [])]
+        command = uvicorn_command(HOST, self.port, self.app, factory=self.factory)
         with (self.folder / f"{self.name}.log").open("ab") as out:
             self.process = subprocess.Popen(
                 command, cwd=self.folder, env=self.env, stdin=subprocess.DEVNULL,
@@ -161,7 +157,7 @@ class Cluster:
             "WS_MAX_PER_ADDRESS": "100000",  # every client comes from 127.0.0.1
             "HOLD_SECONDS": "86400",  # no hold expires during a run: stock only grows reserved
         }
-        return self.server(Server(name, NODE_APP, free_port(), env, self.folder))
+        return self.server(Server(name, APP, free_port(), env, self.folder))
 
     def server(self, server: Server) -> Server:
         self.servers.append(server)

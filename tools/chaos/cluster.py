@@ -12,7 +12,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,9 @@ from backend.embedded import (
     free_port,
     process_running,
 )
-from backend.node_process import UVICORN_WS_FLAGS
+from backend.node_process import uvicorn_command
 from tools.chaos.model import Violation
 
-ROOT = Path(__file__).resolve().parents[2]
-APP = "backend.main:app"
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")  # nothing else of ours leaks in
 
 
@@ -56,8 +53,7 @@ class NodeProcess:
         return f"ws://{HOST}:{self.port}/ws"
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "uvicorn", APP, "--app-dir", str(ROOT)]
-        command += ["--host", HOST, "--port", str(self.port), "--no-access-log", *UVICORN_WS_FLAGS]
+        command = uvicorn_command(HOST, self.port)
         with self.log.open("ab") as out:
             out.write(f"--- chaos: starting {self.name} at {time.time():.3f}\n".encode())
             out.flush()
